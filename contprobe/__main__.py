@@ -1,0 +1,5 @@
+import sys
+
+from contprobe.cli import main
+
+sys.exit(main())

@@ -1,0 +1,141 @@
+"""Where the probes run: host or container, rank and size under which launcher, versions.
+
+Imported inside images: Python 3.8, standard library only.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+# (launcher, rank var, size var, local rank var), first match wins. PALS sets PMI_* too,
+# so its own variables are checked before plain PMI.
+LAUNCHER_VARS: Tuple[Tuple[str, str, str, str], ...] = (
+    ("pals", "PALS_RANKID", "PMI_SIZE", "PALS_LOCAL_RANKID"),
+    ("openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
+    ("hydra", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),
+    ("slurm", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"),
+)
+
+
+@dataclass(frozen=True)
+class LaunchInfo:
+    launcher: str          # "none" when no launcher started this process
+    rank: int
+    size: int
+    local_rank: int
+
+    @property
+    def launched(self) -> bool:
+        return self.launcher != "none"
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    try:
+        return int(env.get(name, ""))
+    except ValueError:
+        return default
+
+
+def launch_info(env: Optional[Mapping[str, str]] = None) -> LaunchInfo:
+    """What the launcher told this process, from its environment alone (no MPI init)."""
+    env = os.environ if env is None else env
+    for name, rank_var, size_var, local_var in LAUNCHER_VARS:
+        if rank_var in env:
+            rank = _int(env, rank_var, 0)
+            local = _int(env, local_var, _int(env, "PMI_LOCAL_RANK", rank))
+            size = _int(env, size_var, _int(env, "PALS_SIZE", 1)) if name != "slurm" else \
+                _int(env, size_var, _int(env, "SLURM_NPROCS", 1))
+            return LaunchInfo(name, rank, size, local)
+    return LaunchInfo("none", 0, 1, 0)
+
+
+def container_info(env: Optional[Mapping[str, str]] = None) -> Tuple[str, str]:
+    """(image, runtime) when inside Apptainer/Singularity, else ("host", "none")."""
+    env = os.environ if env is None else env
+    for runtime, var in (("apptainer", "APPTAINER_CONTAINER"), ("singularity", "SINGULARITY_CONTAINER")):
+        if env.get(var):
+            return env[var], runtime
+    if os.path.exists("/.singularity.d"):
+        return env.get("SINGULARITY_NAME", "unknown-image"), "singularity"
+    return "host", "none"
+
+
+def run_cmd(argv: Sequence[str], timeout: float = 60.0,
+            env: Optional[Mapping[str, str]] = None) -> Tuple[int, str, str]:
+    """Run argv; (returncode, stdout, stderr). A missing program is rc 127, a timeout rc 124."""
+    exe = shutil.which(argv[0]) if os.sep not in argv[0] else argv[0]
+    if exe is None:
+        return 127, "", f"{argv[0]}: command not found"
+    try:
+        p = subprocess.run([exe, *argv[1:]], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=timeout, env=None if env is None else dict(env),
+                           universal_newlines=True)
+    except subprocess.TimeoutExpired:
+        return 124, "", f"{argv[0]}: timed out after {timeout:g} s"
+    except OSError as exc:
+        return 126, "", f"{argv[0]}: {exc}"
+    return p.returncode, p.stdout, p.stderr
+
+
+NVSMI_QUERY = "index,name,uuid,driver_version,pci.bus_id,memory.total"
+
+
+@dataclass(frozen=True)
+class GpuRow:
+    index: int
+    name: str
+    uuid: str
+    driver: str
+    bus_id: str
+    memory: str
+
+
+def parse_query_gpu(csv_text: str) -> List[GpuRow]:
+    rows = []
+    for line in csv_text.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) < 6 or not parts[0].isdigit():
+            continue
+        rows.append(GpuRow(int(parts[0]), parts[1], parts[2], parts[3], parts[4], parts[5]))
+    return rows
+
+
+def driver_cuda_version(nvsmi_text: str) -> str:
+    """CUDA driver API version from nvidia-smi's banner ("CUDA Version: 12.2")."""
+    import re
+    m = re.search(r"CUDA Version\s*:\s*([0-9.]+)", nvsmi_text)
+    return m.group(1) if m else ""
+
+
+def gather(extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """Context recorded with every run. Cheap: no MPI init, one nvidia-smi call at most."""
+    info = launch_info()
+    image, runtime = container_info()
+    ctx: Dict[str, str] = {
+        "hostname": socket.gethostname(),
+        "image": image,
+        "runtime": runtime,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "launcher": info.launcher,
+        "rank": str(info.rank),
+        "size": str(info.size),
+        "local_rank": str(info.local_rank),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
+        "driver": "",
+        "cuda": "",
+        "mpi_library": "",
+    }
+    rc, out, _ = run_cmd(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], 20)
+    if rc == 0 and out.strip():
+        ctx["driver"] = out.strip().splitlines()[0].strip()
+        rc2, banner, _ = run_cmd(["nvidia-smi"], 20)
+        ctx["cuda"] = driver_cuda_version(banner) if rc2 == 0 else ""
+    if extra:
+        ctx.update(extra)
+    return ctx

@@ -1,0 +1,265 @@
+"""pytest plugin of the probe suite: expectation options, markers, diagnoses in JUnit.
+
+Loaded by contprobe/probes/conftest.py, so `pytest contprobe/probes -m gpu --expect-gpus 4`
+works by hand as well as through `contprobe doctor` / `contprobe run`.
+Runs inside images: Python 3.8, standard library and pytest >= 7 only.
+"""
+from __future__ import annotations
+
+import faulthandler
+import os
+import shlex
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import pytest
+
+from contprobe import __version__, catalog, context
+from contprobe.diagnose import ProbeFailure
+from contprobe.redact import redact_text_with_env
+
+MARKERS = {
+    "gpu": "NVIDIA GPUs through nvidia-smi",
+    "torch": "PyTorch and its CUDA view",
+    "nvcc": "the CUDA compiler",
+    "mpi": "mpi4py, MPI library and launcher agreement",
+    "horovod": "horovod init and allreduce",
+    "binds": "bind-mounted paths",
+    "env": "environment leaks and expectations",
+    "allreduce": "collective correctness and bandwidth (slow-ish)",
+}
+
+DEFAULT_ALLREDUCE_SIZES = "8,1024,65536,1048576"
+
+
+# ---- expectation values: parsed here so that doctor, run and pytest agree ------------------
+@dataclass(frozen=True)
+class BindExpectation:
+    path: str
+    writable: bool
+
+
+@dataclass(frozen=True)
+class EnvExpectation:
+    name: str
+    value: Optional[str]
+
+
+def parse_gpus(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise ValueError(f"--expect-gpus takes a whole number >= 0, not {text!r}") from None
+    if n < 0:
+        raise ValueError(f"--expect-gpus takes a whole number >= 0, not {text!r}")
+    return n
+
+
+def parse_bind(text: str) -> BindExpectation:
+    path, _, mode = text.partition(":")
+    if not path.startswith("/"):
+        raise ValueError(f"--expect-bind needs an absolute path, not {text!r}")
+    if mode not in ("", "ro", "rw"):
+        raise ValueError(f"--expect-bind {text!r}: mode must be 'ro' or 'rw', not {mode!r}")
+    return BindExpectation(path.rstrip("/") or "/", mode == "rw")
+
+
+def parse_env(text: str) -> EnvExpectation:
+    name, eq, value = text.partition("=")
+    if not name or not (name[0].isalpha() or name[0] == "_") or not all(c.isalnum() or c == "_" for c in name):
+        raise ValueError(f"--expect-env needs NAME or NAME=VALUE with a valid variable name, not {text!r}")
+    return EnvExpectation(name, value if eq else None)
+
+
+def parse_sizes(text: str) -> List[int]:
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--allreduce-sizes takes comma-separated byte counts, not {text!r}") from None
+    if not sizes or any(s < 4 for s in sizes):
+        raise ValueError(f"--allreduce-sizes: each size must be >= 4 bytes, got {text!r}")
+    return sizes
+
+
+def _argtype(parser):
+    import argparse
+
+    def convert(text):
+        try:
+            return parser(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    convert.__name__ = parser.__name__.replace("parse_", "")
+    return convert
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("contprobe", "contprobe expectations")
+    g.addoption("--expect-gpus", type=_argtype(parse_gpus), default=None, metavar="N",
+                help="GPUs this process must see; a mismatch fails (default: skip without GPUs)")
+    g.addoption("--expect-bind", type=_argtype(parse_bind), action="append", default=[],
+                metavar="PATH[:rw]", help="path that must be visible (and writable with :rw)")
+    g.addoption("--expect-env", type=_argtype(parse_env), action="append", default=[],
+                metavar="NAME[=VALUE]", help="variable that must be set (to VALUE)")
+    g.addoption("--expect-proxy", action="store_true", default=False,
+                help="proxy variables must be set (HTTP_PROXY/HTTPS_PROXY, both cases)")
+    g.addoption("--expect-ranks", type=_argtype(parse_gpus), default=None, metavar="N",
+                help="MPI world size the launch must give")
+    g.addoption("--allreduce-sizes", type=_argtype(parse_sizes), default=None, metavar="B,B,...",
+                help=f"allreduce message sizes in bytes (default {DEFAULT_ALLREDUCE_SIZES})")
+    g.addoption("--results-dir", default=None, metavar="DIR",
+                help="write JUnit to DIR/junit-r<rank>-<host>.xml (one file per rank)")
+    g.addoption("--probe-timeout", type=float, default=300.0, metavar="S",
+                help="seconds one probe may take before it is failed (hard exit after 2x)")
+
+
+# ---- per-run state ---------------------------------------------------------------------------
+class State:
+    """Context shared by the probes of one process and written to JUnit at the end."""
+
+    def __init__(self) -> None:
+        self.context: Dict[str, str] = {}
+
+    def record(self, name: str, value: object) -> None:
+        self.context[name] = str(value)
+
+
+STATE = State()
+
+
+def junit_name(info: context.LaunchInfo, hostname: str) -> str:
+    return f"junit-r{info.rank:05d}-{hostname}.xml"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    for name, doc in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {doc}")
+    results_dir = config.getoption("--results-dir", None)
+    if results_dir and not getattr(config.option, "xmlpath", None):
+        import socket
+        os.makedirs(results_dir, exist_ok=True)
+        config.option.xmlpath = os.path.join(
+            results_dir, junit_name(context.launch_info(), socket.gethostname()))
+    STATE.context.clear()
+
+
+def probe_id(item: pytest.Item) -> str:
+    module = item.module.__name__.rsplit(".", 1)[-1] if getattr(item, "module", None) else "probe"
+    group = module[5:] if module.startswith("test_") else module
+    name = item.name[5:] if item.name.startswith("test_") else item.name
+    return f"{group}.{name}"
+
+
+@pytest.fixture(scope="session")
+def contprobe_state() -> State:
+    return STATE
+
+
+@pytest.fixture
+def record_metric(request):
+    """record_metric(name, value): a figure kept in JUnit as property metric.<name>."""
+    def record(name: str, value: float) -> None:
+        request.node.user_properties.append((f"metric.{name}", f"{value:.6g}"))
+    return record
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _contprobe_suite_properties(record_testsuite_property):
+    """Write the run's context as <testsuite> properties once all probes are done."""
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    yield
+    import pytest as _pytest
+    props = context.gather(STATE.context)
+    props.update({
+        "pytest": _pytest.__version__,
+        "contprobe": __version__,
+        "started_utc": started,
+        "command": " ".join(shlex.quote(a) for a in [sys.executable, "-m", "pytest", *sys.argv[1:]]),
+    })
+    for name in sorted(props):
+        record_testsuite_property(name, redact_text_with_env(str(props[name]), os.environ))
+
+
+# ---- timeouts: a hung probe (MPI, NCCL) must end in a report, not a stuck job ----------------
+class ProbeTimeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):  # pragma: no cover - exercised through a real hang in tests
+    raise ProbeTimeout("probe exceeded --probe-timeout")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    timeout = float(item.config.getoption("--probe-timeout") or 0)
+    use_alarm = timeout > 0 and hasattr(signal, "SIGALRM")
+    if use_alarm:
+        old = signal.signal(signal.SIGALRM, _alarm)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+        # A probe blocked inside C (an MPI wait) never sees the alarm: exit hard after 2x,
+        # the harness then reports this rank as lost with the traceback dump.
+        faulthandler.dump_traceback_later(2 * timeout, exit=True)
+    try:
+        yield
+    finally:
+        if use_alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+            faulthandler.cancel_dump_traceback_later()
+
+
+# ---- diagnosis of every outcome --------------------------------------------------------------
+def diagnose(excinfo: pytest.ExceptionInfo) -> Tuple[str, str, str]:
+    """(gotcha, one-line message, evidence) for an exception raised by a probe."""
+    exc = excinfo.value
+    if isinstance(exc, ProbeFailure):
+        return exc.gotcha, exc.message, exc.evidence
+    if isinstance(exc, ProbeTimeout):
+        return "rank-lost", "probe timed out (--probe-timeout)", ""
+    text = f"{type(exc).__name__}: {exc}"
+    gotcha = catalog.match(text)
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return gotcha, first, text
+
+
+def split_tag(text: str) -> Tuple[str, str]:
+    """'[gotcha-id] reason' -> ('gotcha-id', 'reason'); untagged text -> ('', text)."""
+    if text.startswith("[") and "] " in text:
+        tag, rest = text[1:].split("] ", 1)
+        if tag in catalog.load():
+            return tag, rest
+    return "", text
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if call.when == "setup":
+        item.user_properties.append(("probe", probe_id(item)))
+    if report.skipped and call.excinfo is not None:
+        reason = call.excinfo.value.msg if hasattr(call.excinfo.value, "msg") else str(call.excinfo.value)
+        gotcha, reason = split_tag(reason)
+        if gotcha:
+            item.user_properties.extend([("gotcha", gotcha), ("fix", catalog.get(gotcha).fix_line)])
+        item.user_properties.append(("message", _one_line(reason)))
+    elif report.failed and call.excinfo is not None:
+        gotcha, message, evidence = diagnose(call.excinfo)
+        g = catalog.get(gotcha)
+        item.user_properties.extend([("gotcha", g.id if gotcha in catalog.load() else catalog.UNKNOWN),
+                                     ("message", _one_line(message)), ("fix", g.fix_line)])
+        if isinstance(call.excinfo.value, ProbeFailure):
+            # A diagnosed failure needs no traceback: say what, why and how to fix it.
+            report.longrepr = "\n".join(filter(None, [
+                f"[{g.id}] {message}", evidence, f"fix: {g.fix_line}", f"see: contprobe gotchas {g.id}"]))
+        report.longrepr = redact_text_with_env(str(report.longrepr), os.environ) \
+            if isinstance(report.longrepr, str) else report.longrepr

@@ -1,0 +1,90 @@
+"""allreduce.*: correctness and bandwidth of allreduce across ranks (mpi4py, torch.distributed).
+
+Figures follow nccl-tests: algbw = bytes / time, busbw = algbw * 2(n-1)/n.
+"""
+from __future__ import annotations
+
+import array
+import os
+import socket
+
+import pytest
+
+from contprobe.diagnose import fail, skip
+from contprobe.plugin import DEFAULT_ALLREDUCE_SIZES, parse_sizes
+
+pytestmark = [pytest.mark.allreduce, pytest.mark.mpi]
+
+
+def pytest_generate_tests(metafunc):
+    if "nbytes" in metafunc.fixturenames:
+        sizes = metafunc.config.getoption("--allreduce-sizes") or parse_sizes(DEFAULT_ALLREDUCE_SIZES)
+        metafunc.parametrize("nbytes", sizes, ids=[str(s) for s in sizes])
+
+
+def bus_factor(n: int) -> float:
+    return 2.0 * (n - 1) / n if n > 1 else 1.0
+
+
+def iterations(nbytes: int) -> int:
+    # Enough repeats for a stable mean at small sizes, few at large ones.
+    return max(5, min(200, (64 << 20) // max(nbytes, 1) // 4))
+
+
+def test_mpi4py(MPI, nbytes, record_metric):
+    comm = MPI.COMM_WORLD
+    n, rank = comm.Get_size(), comm.Get_rank()
+    count = max(1, nbytes // 4)
+    send = array.array("f", [float(rank + 1)]) * count
+    recv = array.array("f", [0.0]) * count
+    want = float(n * (n + 1) // 2)
+    for _ in range(2):
+        comm.Allreduce([send, MPI.FLOAT], [recv, MPI.FLOAT], op=MPI.SUM)
+    wrong = sum(1 for v in recv if v != want)
+    reps = iterations(nbytes)
+    comm.Barrier()
+    t0 = MPI.Wtime()
+    for _ in range(reps):
+        comm.Allreduce([send, MPI.FLOAT], [recv, MPI.FLOAT], op=MPI.SUM)
+    elapsed = comm.allreduce(MPI.Wtime() - t0, op=MPI.MAX) / reps
+    wrong = comm.allreduce(wrong, op=MPI.SUM)
+    algbw = count * 4 / elapsed / 1e9
+    record_metric("time_us", elapsed * 1e6)
+    record_metric("algbw_gbps", algbw)
+    record_metric("busbw_gbps", algbw * bus_factor(n))
+    if wrong:
+        fail("allreduce-wrong", f"MPI Allreduce of {count * 4} bytes over {n} ranks: {wrong} wrong element(s)")
+
+
+@pytest.fixture(scope="module")
+def torch_dist(MPI, launch):
+    """torch.distributed over gloo, rendezvous through MPI (rank 0's host and a free port)."""
+    try:
+        import torch
+        import torch.distributed as dist
+    except ModuleNotFoundError:
+        skip("torch-missing", "torch is not installed")
+    comm = MPI.COMM_WORLD
+    addr = None
+    if comm.Get_rank() == 0:
+        with socket.socket() as s:
+            s.bind(("", 0))
+            addr = (socket.gethostname(), s.getsockname()[1])
+    host, port = comm.bcast(addr, root=0)
+    os.environ.setdefault("MASTER_ADDR", host if comm.Get_size() > 1 else "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(port))
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", rank=comm.Get_rank(), world_size=comm.Get_size())
+    yield torch, dist
+    dist.destroy_process_group()
+
+
+def test_torch_gloo(torch_dist, record_metric):
+    torch, dist = torch_dist
+    n, rank = dist.get_world_size(), dist.get_rank()
+    t = torch.full((1 << 18,), float(rank + 1), dtype=torch.float32)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    want = float(n * (n + 1) // 2)
+    wrong = int((t != want).sum().item())
+    if wrong:
+        fail("allreduce-wrong", f"torch.distributed gloo all_reduce over {n} ranks: {wrong} wrong element(s)")

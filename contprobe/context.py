@@ -82,7 +82,9 @@ def run_cmd(argv: Sequence[str], timeout: float = 60.0,
     return p.returncode, p.stdout, p.stderr
 
 
-NVSMI_QUERY = "index,name,uuid,driver_version,pci.bus_id,memory.total"
+# index,name,uuid: a column set for which real recordings exist (tests/fixtures/nvidia-smi replays
+# them). The driver and its CUDA version come from nvidia-smi's banner, which prints both.
+NVSMI_QUERY = "index,name,uuid"
 
 
 @dataclass(frozen=True)
@@ -90,18 +92,17 @@ class GpuRow:
     index: int
     name: str
     uuid: str
-    driver: str
-    bus_id: str
-    memory: str
 
 
 def parse_query_gpu(csv_text: str) -> List[GpuRow]:
+    """Rows of `nvidia-smi --query-gpu=index,name,uuid --format=csv[,noheader]` (a header is skipped)."""
     rows = []
     for line in csv_text.strip().splitlines():
         parts = [p.strip() for p in line.split(",")]
-        if len(parts) < 6 or not parts[0].isdigit():
+        if len(parts) < 3 or not parts[0].isdigit():
             continue
-        rows.append(GpuRow(int(parts[0]), parts[1], parts[2], parts[3], parts[4], parts[5]))
+        # A name never contains a comma in practice; be safe and take the uuid from the end.
+        rows.append(GpuRow(int(parts[0]), ", ".join(parts[1:-1]), parts[-1]))
     return rows
 
 
@@ -109,6 +110,13 @@ def driver_cuda_version(nvsmi_text: str) -> str:
     """CUDA driver API version from nvidia-smi's banner ("CUDA Version: 12.2")."""
     import re
     m = re.search(r"CUDA Version\s*:\s*([0-9.]+)", nvsmi_text)
+    return m.group(1) if m else ""
+
+
+def driver_version(nvsmi_text: str) -> str:
+    """NVIDIA driver version from nvidia-smi's banner ("Driver Version: 535.129.03")."""
+    import re
+    m = re.search(r"Driver Version\s*:\s*([0-9][0-9.]*)", nvsmi_text)
     return m.group(1) if m else ""
 
 
@@ -131,11 +139,10 @@ def gather(extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
         "cuda": "",
         "mpi_library": "",
     }
-    rc, out, _ = run_cmd(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], 20)
-    if rc == 0 and out.strip():
-        ctx["driver"] = out.strip().splitlines()[0].strip()
-        rc2, banner, _ = run_cmd(["nvidia-smi"], 20)
-        ctx["cuda"] = driver_cuda_version(banner) if rc2 == 0 else ""
+    rc, banner, _ = run_cmd(["nvidia-smi"], 20)
+    if rc == 0:
+        ctx["driver"] = driver_version(banner)
+        ctx["cuda"] = driver_cuda_version(banner)
     if extra:
         ctx.update(extra)
     return ctx

@@ -261,5 +261,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             # A diagnosed failure needs no traceback: say what, why and how to fix it.
             report.longrepr = "\n".join(filter(None, [
                 f"[{g.id}] {message}", evidence, f"fix: {g.fix_line}", f"see: contprobe gotchas {g.id}"]))
-        report.longrepr = redact_text_with_env(str(report.longrepr), os.environ) \
-            if isinstance(report.longrepr, str) else report.longrepr
+    _redact_report(report, item)
+
+
+def _redact_report(report: pytest.TestReport, item: pytest.Item) -> None:
+    """Secrets never reach JUnit or the terminal: a traceback, a skip reason or a property may hold one."""
+    def red(text: object) -> str:
+        return redact_text_with_env(str(text), os.environ)
+
+    lr = report.longrepr
+    if isinstance(lr, tuple) and len(lr) == 3:          # a skip: (path, lineno, reason)
+        report.longrepr = (lr[0], lr[1], red(lr[2]))
+    elif lr is not None:
+        # A traceback object keeps its formatting unless it holds a secret; then it becomes text.
+        text = str(lr)
+        if red(text) != text or isinstance(lr, str):
+            report.longrepr = red(text)
+    item.user_properties[:] = [(k, red(v)) for k, v in item.user_properties]
+    report.user_properties = [(k, red(v)) for k, v in report.user_properties]

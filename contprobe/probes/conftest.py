@@ -57,6 +57,13 @@ class NvidiaSmi:
     def text(self) -> str:
         return (self.out + "\n" + self.err).strip()
 
+    def banner(self) -> str:
+        """Plain `nvidia-smi`: the table whose header names the driver and its CUDA version."""
+        if not hasattr(self, "_banner"):
+            rc, out, err = context.run_cmd(["nvidia-smi"], 60)
+            self._banner = out if rc == 0 else ""
+        return self._banner
+
 
 @pytest.fixture(scope="session")
 def nvsmi() -> NvidiaSmi:

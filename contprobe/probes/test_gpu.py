@@ -30,6 +30,9 @@ def test_nvidia_smi(nvsmi, in_container, expect_gpus, contprobe_state):
         fail(gotcha, f"nvidia-smi exited {nvsmi.rc}", nvsmi.text)
     if not nvsmi.rows:
         fail("unknown", "nvidia-smi printed no GPU rows", nvsmi.text)
+    banner = nvsmi.banner()
+    contprobe_state.record("driver", context.driver_version(banner))
+    contprobe_state.record("cuda", context.driver_cuda_version(banner))
     contprobe_state.record("gpus", len(nvsmi.rows))
     contprobe_state.record("gpu_names", ";".join(sorted({r.name for r in nvsmi.rows})))
     contprobe_state.record("gpu_uuids", ";".join(r.uuid for r in nvsmi.rows))
@@ -44,7 +47,7 @@ def test_count(nvsmi, expect_gpus, in_container):
     if found != expect_gpus:
         fail("gpu-count-low" if found < expect_gpus else "unknown",
              f"expected {expect_gpus} GPUs, found {found}",
-             "\n".join(f"{r.index}: {r.name} {r.uuid} {r.bus_id}" for r in nvsmi.rows))
+             "\n".join(f"{r.index}: {r.name} {r.uuid}" for r in nvsmi.rows))
 
 
 def test_ecc(nvsmi, in_container, expect_gpus):

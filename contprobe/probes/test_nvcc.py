@@ -64,13 +64,13 @@ def test_version(nvcc_version, contprobe_state):
 def test_toolkit_vs_driver(nvcc_version, nvsmi):
     if not nvsmi.rows:
         skip("no-gpu-visible", "no NVIDIA driver visible to compare the toolkit with")
-    rc, banner, _ = context.run_cmd(["nvidia-smi"], 60)
+    banner = nvsmi.banner()
     driver_cuda = context.driver_cuda_version(banner)
     if not driver_cuda:
         pytest.skip("nvidia-smi printed no 'CUDA Version'")
     if vtuple(nvcc_version)[:2] > vtuple(driver_cuda)[:2]:
         fail("cuda-driver-too-old", f"nvcc {nvcc_version} is newer than the driver's CUDA {driver_cuda}",
-             f"driver {nvsmi.rows[0].driver} supports CUDA {driver_cuda}")
+             f"driver {context.driver_version(banner)} supports CUDA {driver_cuda}")
 
 
 def test_kernel(nvcc_version, expect_gpus, nvsmi):

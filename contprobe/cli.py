@@ -160,14 +160,15 @@ EXTRA_COMMANDS: List[Callable[[argparse._SubParsersAction], None]] = []
 
 def _load_extra_commands() -> None:
     import importlib
-    for mod in ("contprobe.cmd_run", "contprobe.cmd_report"):
+    EXTRA_COMMANDS.clear()
+    for mod in ("contprobe.cmd_run", "contprobe.cmd_build", "contprobe.cmd_report"):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as exc:
             if exc.name != mod:
                 raise
             continue
-        EXTRA_COMMANDS.append(m.register)
+        EXTRA_COMMANDS.append(getattr(m, "register_all", m.register))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

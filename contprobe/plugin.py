@@ -176,6 +176,8 @@ def _contprobe_suite_properties(record_testsuite_property):
     props = context.gather(STATE.context)
     props.update({
         "pytest": _pytest.__version__,
+        "pytest_source": os.environ.get("CONTPROBE_PYTEST_SOURCE", "host python"),
+        "pytest_path": os.path.dirname(_pytest.__file__),
         "contprobe": __version__,
         "started_utc": started,
         "command": " ".join(shlex.quote(a) for a in [sys.executable, "-m", "pytest", *sys.argv[1:]]),

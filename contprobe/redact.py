@@ -1,8 +1,9 @@
 """Keep secrets out of every report: environment values and URL credentials."""
 from __future__ import annotations
 
+import os
 import re
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL", re.IGNORECASE)
 # scheme://user:password@host  ->  scheme://<redacted>@host
@@ -31,13 +32,24 @@ def redact_text_with_env(text: str, env: Mapping[str, str]) -> str:
     return text
 
 
-def redact_obj(obj: Any) -> Any:
-    """Deep-redact a JSON-like object: dict keys that look secret get masked values."""
+ASSIGNMENT = re.compile(r"(?P<name>\b[A-Za-z_][A-Za-z0-9_]*)=(?P<value>'[^']*'|\"[^\"]*\"|[^\s]*)")
+
+
+def redact_assignments(text: str) -> str:
+    """NAME=VALUE inside a command line: masked when NAME looks secret (--env API_TOKEN=...)."""
+    return ASSIGNMENT.sub(lambda m: f"{m.group('name')}={MASK}" if SECRET_NAME.search(m.group("name"))
+                          else m.group(0), text)
+
+
+def redact_obj(obj: Any, env: Optional[Mapping[str, str]] = None) -> Any:
+    """Deep-redact a JSON-like object: secret-looking keys, URL credentials, NAME=secret pairs,
+    and any literal value of a secret variable of env (default: this process's environment)."""
+    env = os.environ if env is None else env
     if isinstance(obj, dict):
         return {k: (MASK if isinstance(k, str) and SECRET_NAME.search(k) and isinstance(v, str)
-                    else redact_obj(v)) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [redact_obj(v) for v in obj]
+                    else redact_obj(v, env)) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redact_obj(v, env) for v in obj]
     if isinstance(obj, str):
-        return redact_text(obj)
+        return redact_assignments(redact_text_with_env(obj, env))
     return obj

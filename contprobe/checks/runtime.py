@@ -1,0 +1,16 @@
+"""host.runtime: a container runtime is installed; its flavour and version."""
+from __future__ import annotations
+
+from contprobe import runtime as rt
+from contprobe.checks import Check, HostOptions, failed, passed, skipped
+
+
+def check(opts: HostOptions) -> Check:
+    try:
+        found = rt.detect(opts.runtime)
+    except rt.RuntimeNotFound as exc:
+        hint = f"; {opts.module_hint}" if opts.module_hint else ""
+        return failed("runtime-not-found", f"{exc}{hint}") if opts.need_runtime \
+            else skipped(f"{exc}{hint}", "runtime-not-found")
+    names = (f"variables: {found.env_prefix}NAME, {found.cachedir_var}, {found.tmpdir_var}")
+    return passed(f"{found.describe()}; {names}")

@@ -1,0 +1,78 @@
+"""host.cache_dirs, host.cwd_symlink: where builds cache and unpack, and whether that hurts."""
+from __future__ import annotations
+
+import os
+import shutil
+from typing import List, Optional, Tuple
+
+from contprobe import runtime as rt
+from contprobe.checks import Check, HostOptions, failed, passed
+
+NETWORK_FS = {"nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "beegfs", "fuse.sshfs", "ceph", "dvs", "wekafs"}
+MIN_FREE_GB = 10.0
+
+
+def fs_type(path: str, mounts: str = "/proc/self/mounts") -> str:
+    """File system type of the mount holding path (longest mount-point prefix)."""
+    real = os.path.realpath(path)
+    best, kind = "", ""
+    try:
+        with open(mounts) as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) >= 3:
+                    mp = parts[1].replace("\\040", " ")
+                    if (real == mp or real.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best):
+                        best, kind = mp, parts[2]
+    except OSError:
+        pass
+    return kind
+
+
+def cache_locations(flavour_prefix: str, env=None) -> List[Tuple[str, str]]:
+    """(variable, directory) pairs the runtime will use for its cache and temp space."""
+    env = os.environ if env is None else env
+    home = os.path.expanduser("~")
+    cache_default = os.path.join(home, ".apptainer" if flavour_prefix == "APPTAINER" else ".singularity", "cache")
+    return [(f"{flavour_prefix}_CACHEDIR", env.get(f"{flavour_prefix}_CACHEDIR") or cache_default),
+            (f"{flavour_prefix}_TMPDIR", env.get(f"{flavour_prefix}_TMPDIR") or env.get("TMPDIR") or "/tmp")]
+
+
+def _existing_parent(path: str) -> str:
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path or "/"
+
+
+def check_cache_dirs(opts: HostOptions, env=None) -> Check:
+    try:
+        prefix = rt.detect(opts.runtime).prefix
+    except rt.RuntimeNotFound:
+        prefix = "APPTAINER"
+    home = os.path.realpath(os.path.expanduser("~"))
+    notes, problems = [], []
+    for var, path in cache_locations(prefix, env):
+        where = _existing_parent(path)
+        free_gb = shutil.disk_usage(where).free / 1e9
+        kind = fs_type(where)
+        notes.append(f"{var}={path} ({kind or '?'}, {free_gb:.1f} GB free)")
+        under_home = os.path.realpath(where) == home or os.path.realpath(where).startswith(home + "/")
+        set_explicitly = var in (env if env is not None else os.environ)
+        if (opts.build or opts.pulls) and not set_explicitly and (under_home or kind in NETWORK_FS):
+            problems.append(f"{var} unset: {path} is on {'$HOME' if under_home else kind}")
+        elif kind in NETWORK_FS and (opts.build or opts.pulls):
+            problems.append(f"{var}={path} is on a network file system ({kind})")
+        elif free_gb < MIN_FREE_GB and (opts.build or opts.pulls):
+            problems.append(f"{var}={path}: only {free_gb:.1f} GB free")
+    if problems:
+        return failed("cache-in-home", "; ".join(problems))
+    return passed("; ".join(notes))
+
+
+def check_cwd(cwd: Optional[str] = None) -> Check:
+    logical = cwd or os.environ.get("PWD") or os.getcwd()
+    physical = os.path.realpath(logical)
+    if os.path.abspath(logical) != physical:
+        return failed("build-permission-denied",
+                      f"working directory {logical} is reached through a symbolic link ({physical})")
+    return passed(physical)

@@ -1,0 +1,106 @@
+"""Images under test: SIF files, sandbox directories and registry references.
+
+The image is never modified: files are only read (header, digest); a registry reference is
+converted once into a cached SIF, as users do with `apptainer build NAME.sif docker://...`.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import struct
+import subprocess
+from dataclasses import dataclass
+from typing import Optional
+
+from contprobe.runtime import Runtime, build_argv, build_env
+
+SIF_MAGIC = b"SIF_MAGIC"
+SIF_MAGIC_OFFSET = 32
+# Global header: launch script[32] magic[10] version[3] arch[3] id[16], then eight int64s;
+# the last two are the data section's offset and size (little-endian).
+SIF_HEADER = struct.Struct("<32s10s3s3s16sqqqqqqqq")
+SQUASHFS_MAGIC = b"hsqs"
+REMOTE = re.compile(r"^(docker|oras|library|shub|docker-archive|docker-daemon)://")
+
+
+class ImageError(ValueError):
+    """The image argument cannot be used; the CLI prints it as one line and exits 2."""
+
+
+@dataclass(frozen=True)
+class Image:
+    ref: str          # what the user gave
+    path: str         # what the runtime is given (a local SIF or sandbox directory)
+    kind: str         # sif | sandbox | squashfs | remote
+
+    def digest(self) -> str:
+        """sha256 of a SIF file; sandboxes and squashfs report no digest."""
+        if self.kind not in ("sif", "remote"):
+            return ""
+        h = hashlib.sha256()
+        with open(self.path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                h.update(chunk)
+        return "sha256:" + h.hexdigest()
+
+
+def check_sif(path: str) -> None:
+    """A SIF header that is present and consistent with the file's size (no truncation)."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        head = fh.read(SIF_HEADER.size)
+    if len(head) < SIF_HEADER.size or head[SIF_MAGIC_OFFSET:SIF_MAGIC_OFFSET + len(SIF_MAGIC)] != SIF_MAGIC:
+        raise ImageError(f"{path}: not a SIF image (no SIF header)")
+    fields = SIF_HEADER.unpack(head)
+    data_offset, data_size = fields[-2], fields[-1]
+    if data_offset < 0 or data_size < 0 or data_offset + data_size > size:
+        raise ImageError(f"{path}: truncated SIF image ({size} bytes on disk, header says "
+                         f"{data_offset + data_size}); re-copy or rebuild it")
+
+
+def resolve(ref: str, runtime: Optional[Runtime] = None, cache_dir: Optional[str] = None) -> Image:
+    """Check an image argument and turn it into something the runtime can exec."""
+    if REMOTE.match(ref):
+        if runtime is None or cache_dir is None:
+            return Image(ref, ref, "remote")
+        return Image(ref, convert(ref, runtime, cache_dir), "remote")
+    if not os.path.exists(ref):
+        raise ImageError(f"image {ref!r} does not exist")
+    path = os.path.abspath(ref)
+    if os.path.isdir(path):
+        if not os.path.isdir(os.path.join(path, ".singularity.d")) and not os.path.isdir(os.path.join(path, "usr")):
+            raise ImageError(f"{ref}: directory is not a sandbox image (no .singularity.d or usr/)")
+        return Image(ref, path, "sandbox")
+    if not os.access(path, os.R_OK):
+        raise ImageError(f"image {ref!r} is not readable")
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    if SQUASHFS_MAGIC in head[:4]:
+        return Image(ref, path, "squashfs")
+    check_sif(path)
+    return Image(ref, path, "sif")
+
+
+def cached_name(ref: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", REMOTE.sub("", ref)).strip("_")
+    return f"{safe[:80]}-{hashlib.sha256(ref.encode()).hexdigest()[:12]}.sif"
+
+
+def convert(ref: str, runtime: Runtime, cache_dir: str) -> str:
+    """Build a registry reference into a cached SIF once; reuse it afterwards."""
+    os.makedirs(cache_dir, exist_ok=True)
+    target = os.path.join(cache_dir, cached_name(ref))
+    if os.path.exists(target):
+        return target
+    partial = target + ".partial"
+    p = subprocess.run(build_argv(runtime, partial, ref, extra=["--force"]), stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, env=build_env(runtime))
+    if p.returncode != 0:
+        from contprobe import catalog
+        gotcha = catalog.match(p.stdout, ["proxy-ca-missing", "proxy-missing", "cache-in-home",
+                                          "user-namespaces-disabled"])
+        tail = " ".join(p.stdout.strip().splitlines()[-1:])
+        raise ImageError(f"could not convert {ref} [{gotcha}]: {tail}")
+    os.replace(partial, target)
+    return target

@@ -112,10 +112,16 @@ def cmd_doctor(ns: argparse.Namespace) -> int:
             sys.stderr.write(f"contprobe: the probe suite did not run (pytest exit {run.returncode})\n")
             return EXIT_FAILED
         result = junit.read(run.junit)
+        from contprobe import site as sites
+        from contprobe.checks import HostOptions, run_all
+        site = sites.detect()
+        host = run_all(HostOptions(module_hint=site.runtime_module, site_proxy=site.proxy)) \
+            if not (exp.keyword or exp.markexpr) else []
         context = dict(result.context)
+        context["site"] = site.name
         context.update({"mode": "doctor", "duration_s": f"{time.monotonic() - t0:.2f}",
                         "command": run_argv_quoted(run.argv)})
-        return emit(ns, result.cases, context, run.junit, title="contprobe doctor")
+        return emit(ns, host + result.cases, context, run.junit, title="contprobe doctor")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -26,6 +26,10 @@ from contprobe.suite import Expectations, UsageError, run_argv_quoted
 
 FAILING = ("failed", "error", "lost")
 GPU_GOTCHAS = ("nv-flag-missing",)
+# What a launch's own output can tell about ranks that never reported.
+LAUNCH_GOTCHAS = ["ucx-shm-proc-link", "mpi-abi-openmpi", "mpi4py-wheel-libmpi", "pals-openmpi-flags",
+                  "gtl-not-linked", "image-unreadable", "ld-preload-leak", "nv-flag-missing",
+                  "user-namespaces-disabled", "ld-library-path-replaced"]
 
 
 # ---- arguments -------------------------------------------------------------------------------
@@ -174,7 +178,8 @@ def collect(results_dir: str, expected: int) -> Tuple[List[junit.RankResult], Li
     return ranks, lost, problems
 
 
-def aggregate(ranks: List[junit.RankResult], lost: List[dict], reason: str) -> List[CaseResult]:
+def aggregate(ranks: List[junit.RankResult], lost: List[dict], reason: str,
+              launch_log: str = "") -> List[CaseResult]:
     """One row per probe over all ranks: agreement collapses, disagreement names the ranks."""
     by_probe: Dict[str, List[Tuple[int, str, CaseResult]]] = {}
     for rr in ranks:
@@ -196,11 +201,14 @@ def aggregate(ranks: List[junit.RankResult], lost: List[dict], reason: str) -> L
                 message = f"{c.outcome} on ranks {', '.join(bad)} ({len(bad)}/{n})" + (f": {c.message}" if c.message else "")
         out.append(CaseResult(probe=probe, outcome=c.outcome, duration_s=max(t[2].duration_s for t in rows),
                               message=message, gotcha=c.gotcha, fix=c.fix, metrics=c.metrics, evidence=c.evidence))
-    fix = catalog.get("rank-lost").fix_line
+    # A lost rank is rank-lost unless the launch's output names a more precise cause.
+    gotcha = catalog.match(launch_log, LAUNCH_GOTCHAS) if launch_log else catalog.UNKNOWN
+    gotcha = "rank-lost" if gotcha == catalog.UNKNOWN else gotcha
+    fix = catalog.get(gotcha).fix_line
     for item in lost:
         out.append(CaseResult(probe=f"launch.rank[{item['rank']}]", outcome="lost", duration_s=0.0,
                               message=f"rank {item['rank']} lost: {item['reason']}; {reason}",
-                              gotcha="rank-lost", fix=fix))
+                              gotcha=gotcha, fix=fix))
     return out
 
 
@@ -353,7 +361,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     res, ranks, lost, unreadable = launch_and_collect(plan, out, ns.timeout)
     reason = (f"launch timed out after {ns.timeout:g} s" if res.timed_out
               else f"launch exit code {res.returncode}; last output: {tail(res.log)}")
-    results = host + aggregate(ranks, lost, reason)
+    results = host + aggregate(ranks, lost, reason, res.log)
     if not ranks and not lost:
         results.append(CaseResult("launch.container", "error", res.duration_s, f"no results: {tail(res.log)}",
                                   catalog.match(res.log), catalog.get(catalog.match(res.log)).fix_line))

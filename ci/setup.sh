@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Everything contprobe's test suite needs on a fresh Debian 12 machine, as root. Idempotent.
+#
+#   sudo bash ci/setup.sh
+#
+# 1. Debian packages the tests use (chromium for the HTML report test, MPICH, build tools).
+# 2. The real Apptainer and an unprivileged user (ci/install-apptainer.sh).
+# 3. A venv with torch (CPU), mpi4py built against MPICH, horovod (ci/install-python-env.sh),
+#    plus contprobe itself and its test dependencies.
+# 4. The test images (ci/build-test-images.sh); mpich.sif gets torch and horovod from that venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+VENV=${CONTPROBE_VENV:-/opt/contprobe/venv}
+t0=$(date +%s)
+step() { printf '\n[setup] == %s (%ss so far)\n' "$*" "$(( $(date +%s) - t0 ))"; }
+
+step "Debian packages"
+need=()
+for p in chromium mpich libmpich-dev python3-venv python3-dev git; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+step "Apptainer"
+bash ci/install-apptainer.sh
+
+step "Python environment (torch, mpi4py, horovod)"
+bash ci/install-python-env.sh
+
+step "contprobe and its test dependencies into $VENV"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]"
+chmod -R a+rX "$VENV"
+
+step "test images"
+CONTPROBE_VENV=$VENV bash ci/build-test-images.sh
+
+step "done in $(( $(date +%s) - t0 ))s"

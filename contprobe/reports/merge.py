@@ -14,7 +14,7 @@ from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from contprobe import catalog
 from contprobe.reports import perf as perfmod
-from contprobe.reports.collect import Inputs, Problem, RankFile, rank_file_host
+from contprobe.reports.collect import Case, Inputs, Problem, RankFile, rank_file_host
 
 FAILING = ("failed", "error", "lost")
 # The outcome that names a probe over many ranks: any failure wins, then lost, then passed.
@@ -73,13 +73,22 @@ class Launch:
         return str(self.meta.get("command", ""))
 
 
+RankRef = Tuple[int, str, str]          # (rank, host, launch dir), shared by a rank's cases
+Entry = Tuple[RankRef, Case]             # one rank's result for one probe; plain tuples for speed
+
+
+def outcome_of(e: Entry) -> RankOutcome:
+    (rank, host, launch), c = e
+    return RankOutcome(rank, host, c[1], c[3], c[4], c[5], c[2], c[6], c[7], launch)
+
+
 @dataclass
 class Row:
     """One probe of one image on one night, over all its ranks."""
     image: str
     probe: str
     night: str
-    ranks: List[RankOutcome] = field(default_factory=list)
+    entries: List[Entry] = field(default_factory=list)
     perf: List[perfmod.PerfCheck] = field(default_factory=list)
     # filled by baseline: [(night, outcome)] oldest first, excluding this night
     history: List[Tuple[str, str]] = field(default_factory=list)
@@ -90,24 +99,31 @@ class Row:
     def key(self) -> Tuple[str, str]:
         return self.image, self.probe
 
+    @property
+    def ranks(self) -> List[RankOutcome]:
+        return [outcome_of(e) for e in self.entries]
+
+    def not_passed(self) -> List[RankOutcome]:
+        return [outcome_of(e) for e in self.entries if e[1][1] != "passed"]
+
     # Cached: a row is complete once merge() returns, and renderers ask many times over 10,000 ranks.
     @cached_property
     def counts(self) -> Dict[str, int]:
-        return dict(Counter(r.outcome for r in self.ranks))
+        return dict(Counter(c[1] for _, c in self.entries))
 
     @cached_property
     def outcome(self) -> str:
-        if not self.ranks:
+        if not self.entries:
             return "lost"
-        return min((r.outcome for r in self.ranks), key=SEVERITY.__getitem__)
+        return min(self.counts, key=SEVERITY.__getitem__)
 
     @cached_property
     def _dominant_rank(self) -> Optional[RankOutcome]:
-        bad = [r for r in self.ranks if r.outcome in FAILING] or [r for r in self.ranks if r.outcome == "skipped"]
+        bad = [e for e in self.entries if e[1][1] in FAILING] or [e for e in self.entries if e[1][1] == "skipped"]
         if not bad:
             return None
-        top = Counter((r.gotcha, r.message) for r in bad).most_common(1)[0][0]
-        return next(r for r in bad if (r.gotcha, r.message) == top)
+        top = Counter((c[4], c[3]) for _, c in bad).most_common(1)[0][0]
+        return outcome_of(next(e for e in bad if (e[1][4], e[1][3]) == top))
 
     @property
     def gotcha(self) -> str:
@@ -133,7 +149,7 @@ class Row:
 
     @cached_property
     def duration_s(self) -> float:
-        return max((r.duration_s for r in self.ranks), default=0.0)
+        return max((c[2] for _, c in self.entries), default=0.0)
 
     def as_dict(self) -> dict:
         d = {"probe": self.probe, "outcome": self.outcome, "duration_s": round(self.duration_s, 3),
@@ -145,8 +161,19 @@ class Row:
             d["change"] = self.change
         if self.since:
             d["since"] = self.since
-        d["ranks"] = [r.as_dict() for r in self.ranks]
+        d["ranks"] = [_rank_dict(e) for e in self.entries]
         return d
+
+
+def _rank_dict(e: Entry) -> dict:
+    (rank, host, _launch), c = e
+    d: dict = {"rank": rank, "host": host, "outcome": c[1]}
+    if c[1] != "passed":
+        d["message"] = c[3]
+        d["gotcha"] = c[4]
+    if c[6]:
+        d["metrics"] = c[6]
+    return d
 
 
 @dataclass
@@ -266,35 +293,32 @@ def merge(inputs: Inputs, expect_ranks: Optional[int] = None,
                 continue  # a launch may call a rank lost that still wrote its file: the file wins
             lost.append(Lost(r, missing[r][0], missing[r][1], image, night, d))
 
-        probe_order: List[str] = []
+        fix_lost = catalog.get("rank-lost").fix_line
         for rf in ranks:
-            rank = rf.rank if rf.rank is not None else -1
-            host = rf.host
+            ref: RankRef = (rf.rank if rf.rank is not None else -1, rf.host, d)
             for c in rf.cases:
-                probe, outcome, duration, message, gotcha, fix, metrics, evidence = c
-                key = (night, image, probe)
+                key = (night, image, c[0])
                 row = rows.get(key)
                 if row is None:
-                    row = rows[key] = Row(image, probe, night)
-                    probe_order.append(probe)
-                ro = RankOutcome(rank, host, outcome, message, gotcha, fix, duration, metrics, evidence, d)
-                if metrics and probe in refs:
-                    ro = perfmod.apply(ro, refs[probe])
-                row.ranks.append(ro)
+                    row = rows[key] = Row(image, c[0], night)
+                if c[6] and c[0] in refs:
+                    c = perfmod.apply(c, refs[c[0]])
+                row.entries.append((ref, c))
         # A lost rank is lost for every probe of its launch.
         launch_probes = list(dict.fromkeys(c[0] for rf in ranks for c in rf.cases))
-        if not launch_probes and any(x.launch == d for x in lost):
+        launch_lost = [x for x in lost if x.launch == d]
+        if not launch_probes and launch_lost:
             launch_probes = ["launch.ranks"]  # no rank of this launch left a readable result
             rows.setdefault((night, image, "launch.ranks"), Row(image, "launch.ranks", night))
-        for lr in (x for x in lost if x.launch == d):
+        for lr in launch_lost:
+            ref = (lr.rank, lr.host, d)
             for probe in launch_probes:
-                rows[(night, image, probe)].ranks.append(
-                    RankOutcome(lr.rank, lr.host, "lost", f"rank {lr.rank} lost: {lr.reason}", "rank-lost",
-                                catalog.get("rank-lost").fix_line, launch=d))
+                rows[(night, image, probe)].entries.append(
+                    (ref, (probe, "lost", 0.0, f"rank {lr.rank} lost: {lr.reason}", "rank-lost", fix_lost, None, "")))
 
     for row in rows.values():
         if row.probe in refs:
-            row.perf = perfmod.summarize(row.ranks, refs[row.probe])
+            row.perf = perfmod.summarize(row.entries, refs[row.probe])
     latest: Dict[str, str] = {}
     for (night, image, _probe) in rows:
         latest[image] = max(latest.get(image, ""), night)

@@ -49,23 +49,24 @@ def regression_message(metric: str, value: float, reference: float, tolerance: f
             f"(ratio {value / reference if reference else 0:.2f})")
 
 
-def apply(ro, refs: Dict[str, Tuple[float, float]]):
-    """A passed rank outcome whose figure is under its floor becomes a perf-regression failure."""
-    if ro.outcome != "passed" or not ro.metrics:
-        return ro
+def apply(case: tuple, refs: Dict[str, Tuple[float, float]]) -> tuple:
+    """A passed case (collect.Case) whose figure is under its floor becomes a perf-regression failure."""
+    probe, outcome, duration, _msg, _gotcha, _fix, metrics, evidence = case
+    if outcome != "passed" or not metrics:
+        return case
     for metric, (reference, tolerance) in refs.items():
-        value = ro.metrics.get(metric)
+        value = metrics.get(metric)
         if value is not None and value < reference * (1.0 - tolerance):
-            return ro._replace(outcome="failed", gotcha=GOTCHA, fix=catalog.get(GOTCHA).fix_line,
-                               message=regression_message(metric, value, reference, tolerance))
-    return ro
+            return (probe, "failed", duration, regression_message(metric, value, reference, tolerance),
+                    GOTCHA, catalog.get(GOTCHA).fix_line, metrics, evidence)
+    return case
 
 
-def summarize(ranks, refs: Dict[str, Tuple[float, float]]) -> List[PerfCheck]:
-    """Value, reference and ratio per metric of one probe, over the ranks that measured it."""
+def summarize(entries, refs: Dict[str, Tuple[float, float]]) -> List[PerfCheck]:
+    """Value, reference and ratio per metric of one probe, over the ranks (merge.Entry) that measured it."""
     out: List[PerfCheck] = []
     for metric, (reference, tolerance) in refs.items():
-        vals = [(r.rank, r.host, r.metrics[metric]) for r in ranks if r.metrics and metric in r.metrics]
+        vals = [(ref[0], ref[1], c[6][metric]) for ref, c in entries if c[6] and metric in c[6]]
         if not vals:
             continue
         floor = reference * (1.0 - tolerance)

@@ -1,0 +1,306 @@
+"""The merged report as text: terminal table, Markdown and the JSON contract (with per-rank detail)."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from tabulate import tabulate
+
+from contprobe import catalog
+from contprobe.redact import redact_obj, redact_text
+from contprobe.reports.merge import FAILING, SEVERITY, Report, Row
+from contprobe.site import Site
+
+HOSTS_SHOWN = 6
+PRETTY_JSON_MAX_ENTRIES = 20000   # beyond this many rank entries the JSON is written compactly
+
+
+# ---- small pieces shared with html -----------------------------------------------------------
+def rank_ranges(ranks: Sequence[int]) -> str:
+    """[0, 1, 2, 3, 7] -> 'r0-3,7'."""
+    rs = sorted(set(ranks))
+    parts: List[str] = []
+    i = 0
+    while i < len(rs):
+        j = i
+        while j + 1 < len(rs) and rs[j + 1] == rs[j] + 1:
+            j += 1
+        parts.append(str(rs[i]) if i == j else f"{rs[i]}-{rs[j]}")
+        i = j + 1
+    return "r" + ",".join(parts)
+
+
+def ordered_counts(row: Row) -> List[Tuple[str, int]]:
+    """Outcomes with their counts, most common first (ties: the more severe first)."""
+    return sorted(row.counts.items(), key=lambda kv: (-kv[1], SEVERITY[kv[0]]))
+
+
+def result_cell(row: Row) -> str:
+    """'2240/2240 passed' when all ranks agree, '2236/2240 passed, 4 failed' when not."""
+    total = sum(row.counts.values())
+    oc = ordered_counts(row)
+    if not oc:
+        return "no ranks"
+    head = f"{oc[0][1]}/{total} {oc[0][0]}"
+    return ", ".join([head] + [f"{n} {o}" for o, n in oc[1:]])
+
+
+def where(row: Row, hosts_shown: int = HOSTS_SHOWN) -> List[str]:
+    """Which ranks on which hosts, for every outcome but the most common one (if ranks disagree)."""
+    oc = ordered_counts(row)
+    if len(oc) <= 1:
+        if oc and oc[0][0] in FAILING:
+            hosts = {ref[1] for ref, _ in row.entries}
+            return [f"{oc[0][0]} on all {oc[0][1]} ranks ({len(hosts)} host{'s' if len(hosts) != 1 else ''})"]
+        return []
+    lines = []
+    # Every outcome but the most common one; a failing majority is named too (that is what broke).
+    shown_outcomes = [o for o, _ in oc[1:]]
+    if oc[0][0] in FAILING:
+        shown_outcomes.insert(0, oc[0][0])
+    shown_outcomes.sort(key=SEVERITY.__getitem__)
+    for outcome in shown_outcomes:
+        by_host: Dict[str, List[int]] = {}
+        for ref, c in row.entries:
+            if c[1] == outcome:
+                by_host.setdefault(ref[1], []).append(ref[0])
+        shown = sorted(by_host.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:hosts_shown]
+        text = "; ".join(f"{h} {rank_ranges(r)}" for h, r in shown)
+        more = len(by_host) - len(shown)
+        lines.append(f"{outcome} on {text}" + (f" (+{more} more hosts)" if more > 0 else ""))
+    return lines
+
+
+def fix_text(gotcha_id: str, site: Optional[Site]) -> str:
+    g = catalog.get(gotcha_id)
+    note = site.fix_note(gotcha_id) if site else ""
+    return g.fix.strip() + (f"\n{note}" if note else "")
+
+
+def gotchas_hit(rows: List[Row], lost: bool = False) -> List[catalog.Gotcha]:
+    seen: Dict[str, catalog.Gotcha] = {}
+    for r in rows:
+        for gid in dict.fromkeys(c[4] for _, c in r.entries if c[1] in FAILING and c[4]):
+            seen.setdefault(gid, catalog.get(gid))
+    return list(seen.values())
+
+
+def outlier_hosts(report: Report, limit: int = 10) -> List[Tuple[str, int, List[str]]]:
+    """Hosts with failing probes when most hosts are fine: (host, failing ranks, probes)."""
+    bad: Dict[str, Counter] = {}
+    hosts = set()
+    for row in report.rows:
+        for ref, c in row.entries:
+            hosts.add(ref[1])
+            if c[1] in FAILING:
+                bad.setdefault(ref[1], Counter())[row.probe] += 1
+    if len(hosts) < 2 or len(bad) == len(hosts):
+        return []  # one host, or everything broken: no node stands out
+    ranked = sorted(bad.items(), key=lambda kv: (-len(kv[1]), -sum(kv[1].values()), kv[0]))[:limit]
+    return [(h, sum(c.values()), list(c)) for h, c in ranked]
+
+
+def summary_line(report: Report) -> str:
+    c: Counter = Counter()
+    for r in report.rows:
+        c[r.outcome] += 1
+    parts = ", ".join(f"{c[k]} {k}" for k in ("passed", "failed", "error", "lost", "skipped") if c.get(k))
+    extra = f"; {len(report.lost)} rank(s) lost" if report.lost else ""
+    inc = f"; INCOMPLETE: {len(report.problems)} input(s) unusable" if report.problems else ""
+    return f"verdict: {report.verdict.upper()} ({parts or 'no probes'} over {len(report.images)} image(s)){extra}{inc}"
+
+
+def header(report: Report) -> str:
+    nights = report.nights
+    night = max((r.night for r in report.rows), default="")
+    hosts = {ref[1] for r in report.rows for ref, _ in r.entries if ref[1] != "?"}
+    return (f"contprobe report: {report.verdict.upper()}: {len(report.images)} image(s), "
+            f"{report.rank_count} rank(s) on {len(hosts)} host(s), night {night or '?'}"
+            + (f" ({len(nights)} nights read)" if len(nights) > 1 else "") + f", site {report.site}")
+
+
+def _shorten(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _change_cell(row: Row) -> str:
+    if not row.change:
+        return ""
+    return row.change + (f" since {row.since}" if row.since and row.change in ("still-failing", "flaky") else "")
+
+
+# ---- terminal and Markdown -------------------------------------------------------------------
+def _table_rows(report: Report, md: bool) -> Tuple[List[list], List[str]]:
+    many = len(report.images) > 1
+    with_change = report.baseline is not None
+    rows = []
+    for r in report.rows:
+        detail = where(r)
+        if r.outcome in FAILING and r.gotcha != "rank-lost":  # lost ranks have their own section
+            if r.message:
+                detail.append(_shorten(r.message, 90))
+            if r.fix:
+                detail.append("fix: " + _shorten(r.fix, 90))
+        elif r.outcome == "skipped" and r.message:
+            detail.append(_shorten(r.message, 70))
+        for p in r.perf:
+            detail.append(f"{p.metric} {p.worst:.3g} (median {p.median:.3g}) vs reference {p.reference:.3g}: "
+                          f"ratio {p.ratio:.2f}")
+        sep = "<br>" if md else "\n"
+        if md:
+            detail = [d.replace("|", "\\|") for d in detail]
+        result = result_cell(r)
+        if r.outcome in FAILING and not md:
+            result = result.upper() if len(r.counts) == 1 else result
+        cells = ([r.image] if many else []) + [f"`{r.probe}`" if md else r.probe, result, r.gotcha or ""]
+        cells += [_change_cell(r)] if with_change else []
+        cells.append(sep.join(detail))
+        rows.append(cells)
+    headers = (["image"] if many else []) + ["probe", "ranks", "gotcha"] + (["change"] if with_change else []) \
+        + ["where / why / fix"]
+    return rows, headers
+
+
+def _perf_rows(report: Report) -> List[list]:
+    return [[r.image, r.probe, p.metric, f"{p.worst:.4g}", f"{p.median:.4g}", f"{p.reference:.4g}",
+             f"{p.tolerance:.0%}", f"{p.ratio:.2f}", "ok" if p.ok else f"{len(p.below)}/{p.ranks} ranks below"]
+            for r in report.rows for p in r.perf]
+
+
+PERF_HEADERS = ["image", "probe", "metric", "worst", "median", "reference", "tolerance", "ratio", "verdict"]
+
+
+def terminal(report: Report, site: Optional[Site] = None) -> str:
+    rows, headers = _table_rows(report, md=False)
+    out = [header(report), "", tabulate(rows, headers=headers) if rows else "(no results)", ""]
+    if report.lost:
+        out.append(f"Lost ranks ({len(report.lost)}):")
+        for lr in report.lost[:20]:
+            out.append(f"  rank {lr.rank} on {lr.host} ({lr.image}, {lr.night}): {lr.reason}")
+        if len(report.lost) > 20:
+            out.append(f"  ... and {len(report.lost) - 20} more (see the JSON or HTML report)")
+        out.append("")
+    perf = _perf_rows(report)
+    if perf:
+        out += ["Performance against the site's references:", tabulate(perf, headers=PERF_HEADERS), ""]
+    if report.baseline is not None:
+        out += _baseline_lines(report) + [""]
+    hosts = outlier_hosts(report)
+    if hosts:
+        out.append("Hosts that stand out:")
+        out += [f"  {h}: {n} failing rank result(s) in {', '.join(ps[:5])}{' ...' if len(ps) > 5 else ''}"
+                for h, n, ps in hosts]
+        out.append("")
+    hit = gotchas_hit(report.rows)
+    if hit:
+        out.append("Gotchas hit:")
+        for g in hit:
+            out.append(f"[{g.id}] {g.title}\n  cause: {g.cause}\n  fix:   "
+                       + fix_text(g.id, site).replace("\n", "\n         ") + f"\n  see:   {g.source}")
+        out.append("")
+    repro = _reproducers(report)
+    if repro:
+        out.append("Reproduce a failing launch:")
+        out += [f"  {img}: {cmd}" for img, cmd in repro]
+        out.append("")
+    if report.problems:
+        out.append(f"INCOMPLETE: {len(report.problems)} input(s) could not be used:")
+        out += [f"  {p.path}: {p.message}" for p in report.problems]
+        out.append("")
+    out.append(summary_line(report))
+    return redact_text("\n".join(out)) + "\n"
+
+
+def _baseline_lines(report: Report) -> List[str]:
+    b = report.baseline or {}
+    prev = ", ".join(b.get("previous") or []) or "history"
+    lines = [f"Compared with {prev} ({len(b.get('nights', []))} night(s) known):"]
+    for key, label in (("new", "new failures"), ("still_failing", "still failing"), ("flaky", "flaky"),
+                       ("fixed", "fixed")):
+        items = b.get(key) or []
+        text = ", ".join(f"{i['image']}:{i['probe']}" + (f" (since {i['since']})" if i.get("since") else "")
+                         for i in items[:12]) + (f" ... +{len(items) - 12}" if len(items) > 12 else "")
+        lines.append(f"  {label}: {len(items)}" + (f": {text}" if items else ""))
+    return lines
+
+
+def _reproducers(report: Report) -> List[Tuple[str, str]]:
+    failing = {(r.image, r.night) for r in report.rows if r.outcome in FAILING}
+    out = []
+    for ln in report.launches:
+        if (ln.image, ln.night) in failing and ln.command:
+            out.append((ln.image, ln.command))
+    return list(dict.fromkeys(out))
+
+
+def markdown(report: Report, site: Optional[Site] = None, title: str = "contprobe report") -> str:
+    rows, headers = _table_rows(report, md=True)
+    lines = [f"# {title}: {report.verdict}", "", header(report), "",
+             tabulate(rows, headers=headers, tablefmt="github") if rows else "(no results)", "",
+             summary_line(report), ""]
+    if report.lost:
+        lines += [f"## Lost ranks ({len(report.lost)})", ""]
+        lines += [f"- rank {lr.rank} on `{lr.host}` ({lr.image}, {lr.night}): {lr.reason}" for lr in report.lost[:50]]
+        lines += [f"- ... and {len(report.lost) - 50} more" if len(report.lost) > 50 else "", ""]
+    perf = _perf_rows(report)
+    if perf:
+        lines += ["## Performance", "", tabulate(perf, headers=PERF_HEADERS, tablefmt="github"), ""]
+    if report.baseline is not None:
+        lines += ["## Compared with earlier nights", ""] + [f"- {x.strip()}" for x in _baseline_lines(report)[1:]] + [""]
+    for g in gotchas_hit(report.rows):
+        lines += [f"## `{g.id}`: {g.title}", "", f"**Cause.** {g.cause}", "", "**Fix.**", "",
+                  fix_text(g.id, site), "", f"Source: {g.source}", ""]
+    repro = _reproducers(report)
+    if repro:
+        lines += ["## Reproducers", ""] + [f"- {img}: `{cmd}`" for img, cmd in repro] + [""]
+    if report.problems:
+        lines += [f"## Incomplete: {len(report.problems)} input(s) could not be used", ""]
+        lines += [f"- `{p.path}`: {p.message}" for p in report.problems] + [""]
+    return redact_text("\n".join(lines))
+
+
+# ---- JSON ------------------------------------------------------------------------------------
+def contract(report: Report, site: Optional[Site] = None) -> dict:
+    """The doctor/run JSON contract, plus per-rank detail, lost ranks, launches and problems."""
+    night = max((r.night for r in report.rows), default="")
+    ctx = {"mode": "report", "site": report.site, "night": night, "nights": report.nights,
+           "images": report.images, "ranks": report.rank_count,
+           "hosts": len({ref[1] for r in report.rows for ref, _ in r.entries if ref[1] != "?"}),
+           "launches": len(report.launches), "incomplete": report.incomplete}
+    head = {
+        "verdict": report.verdict,
+        "context": ctx,
+        "results": [],
+        "gotchas": [dict(g.as_dict(), fix=fix_text(g.id, site)) for g in gotchas_hit(report.rows)],
+        "lost": [lr.as_dict() for lr in report.lost],
+        "incomplete": [{"path": p.path, "message": p.message} for p in report.problems],
+        "launches": [{"dir": ln.dir, "image": ln.image_path, "night": ln.night, "expected_ranks": ln.expected,
+                      "found_ranks": len(ln.found), "hosts": ln.hosts, "command": ln.command,
+                      "reruns": ln.meta.get("reruns") or [], "image_digest": ln.meta.get("image_digest", ""),
+                      "runtime": ln.meta.get("runtime", ""), "started_utc": ln.meta.get("started_utc", ""),
+                      "duration_s": ln.meta.get("duration_s")}
+                     for ln in report.launches],
+    }
+    if report.baseline is not None:
+        head["baseline"] = report.baseline
+    doc = redact_obj(head)
+    # Per-rank lists can hold 300,000 entries: redact only their free text instead of deep-copying.
+    for r in report.rows:
+        d = r.as_dict()
+        ranks = d.pop("ranks")
+        d = redact_obj(d)
+        for x in ranks:
+            if "message" in x:
+                x["message"] = redact_text(x["message"])
+        d["ranks"] = ranks
+        doc["results"].append(d)
+    return doc
+
+
+def to_json(doc: dict) -> str:
+    entries = sum(len(r.get("ranks", ())) for r in doc.get("results", ()))
+    if entries > PRETTY_JSON_MAX_ENTRIES:
+        return json.dumps(doc) + "\n"
+    return json.dumps(doc, indent=2) + "\n"

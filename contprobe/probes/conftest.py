@@ -21,8 +21,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # One probe per expectation, so each bind or variable gets its own verdict and id.
     for fixture, option in (("expected_bind", "--expect-bind"), ("expected_env", "--expect-env")):
         if fixture in metafunc.fixturenames:
-            values = metafunc.config.getoption(option) or [None]
-            ids = [v.path if hasattr(v, "path") else (v.name if v else "none") for v in values]
+            # The same expectation given twice is one probe; a :rw bind is told apart from a plain one
+            # (otherwise pytest would suffix duplicate ids with 0, 1: "/lus0" reads as another path).
+            values = list(dict.fromkeys(metafunc.config.getoption(option))) or [None]
+            ids = [(v.path + (":rw" if v.writable else "")) if hasattr(v, "path") else (v.name if v else "none")
+                   for v in values]
             metafunc.parametrize(fixture, values, ids=ids)
 
 

@@ -233,6 +233,7 @@ def plan_reruns(results: List[CaseResult], plan: Plan, host_has_gpus: bool) -> L
     for r in failing:
         if r.probe.startswith("binds.expected[") and r.gotcha == "bind-missing":
             path = r.probe[len("binds.expected["):-1]
+            path = path.rsplit(":", 1)[0] if path.endswith((":rw", ":ro")) else path
             if os.path.exists(path):
                 out.append(Rerun([r.probe], f"-B {path}", f"missing -B {path}", binds=(path,)))
         if r.probe.startswith("env.expected[") and r.gotcha in ("env-not-passed", "env-expectation"):

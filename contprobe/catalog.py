@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
 try:  # Python >= 3.11
-    import tomllib as _toml
+    import tomllib as _toml  # novermin (guarded: 3.8 - 3.10 fall back below)
 except ImportError:  # images with Python 3.8 - 3.10
     try:
         import tomli as _toml  # type: ignore[no-redef]

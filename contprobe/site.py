@@ -11,6 +11,9 @@ from typing import Dict, List, Mapping, Optional, Tuple
 from contprobe.catalog import _toml
 
 SITES_DIR = Path(__file__).with_name("sites")
+# Extra profile directories (colon-separated), searched before the built-in ones: a centre adds its
+# machine with one TOML file, without touching the package.
+SITES_PATH_ENV = "CONTPROBE_SITES"
 
 
 class SiteError(ValueError):
@@ -49,18 +52,55 @@ class Site:
         return self.fix_notes.get(gotcha_id, "")
 
 
+def _dirs() -> List[Path]:
+    extra = [Path(d) for d in os.environ.get(SITES_PATH_ENV, "").split(os.pathsep) if d]
+    return extra + [SITES_DIR]
+
+
 def available() -> List[str]:
-    return sorted(p.stem for p in SITES_DIR.glob("*.toml"))
+    return sorted({p.stem for d in _dirs() if d.is_dir() for p in d.glob("*.toml")})
+
+
+def _path(name: str) -> Optional[Path]:
+    for d in _dirs():
+        if (d / f"{name}.toml").is_file():
+            return d / f"{name}.toml"
+    return None
+
+
+def _perf(raw: object, path: Path) -> Dict[str, Dict[str, Tuple[float, float]]]:
+    """[perf."probe id"] metric = [reference, tolerance]: checked here so a typo fails loudly."""
+    out: Dict[str, Dict[str, Tuple[float, float]]] = {}
+    if not isinstance(raw, dict):
+        raise SiteError(f"site profile {path}: [perf] must be a table of probe ids")
+    for probe, metrics in raw.items():
+        if not isinstance(metrics, dict):
+            raise SiteError(f"site profile {path}: perf.{probe!r} must be a table of metric = [reference, tolerance]")
+        for metric, v in metrics.items():
+            try:
+                ref, tol = float(v[0]), float(v[1])
+                if len(v) != 2:
+                    raise ValueError
+            except (TypeError, ValueError, IndexError, KeyError):
+                raise SiteError(f"site profile {path}: perf.{probe!r}.{metric} must be [reference, tolerance], "
+                                f"not {v!r}") from None
+            if ref <= 0 or not 0 <= tol < 1:
+                raise SiteError(f"site profile {path}: perf.{probe!r}.{metric}: reference must be > 0 and "
+                                f"tolerance a fraction in [0, 1), not {v!r}")
+            out.setdefault(probe, {})[metric] = (ref, tol)
+    return out
 
 
 def load(name: str) -> Site:
-    path = SITES_DIR / f"{name}.toml"
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or not path.is_file():
+    path = _path(name) if re.fullmatch(r"[A-Za-z0-9_-]+", name) else None
+    if path is None:
         raise SiteError(f"unknown site {name!r} (known: {', '.join(available())})")
-    with open(path, "rb") as fh:
-        raw = _toml.load(fh)
-    perf = {probe: {metric: (float(v[0]), float(v[1])) for metric, v in metrics.items()}
-            for probe, metrics in raw.pop("perf", {}).items()}
+    try:
+        with open(path, "rb") as fh:
+            raw = _toml.load(fh)
+    except _toml.TOMLDecodeError as exc:
+        raise SiteError(f"site profile {path}: {exc}") from None
+    perf = _perf(raw.pop("perf", {}), path)
     tuples = {k: tuple(v) for k, v in raw.items() if isinstance(v, list)}
     try:
         return Site(**{**raw, **tuples, "perf": perf})

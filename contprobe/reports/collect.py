@@ -21,6 +21,9 @@ from contprobe import catalog
 from contprobe.suite import UsageError
 
 MERGED_NAME = "contprobe-report"      # <testsuites name=...> of our own merged output: never an input
+# `contprobe run` also writes all ranks' suites into one file next to ranks/: reading it too would
+# count every rank twice. Named explicitly it is still read.
+SKIPPED_NAMES = ("merged-junit.xml",)
 RANK_FILE = re.compile(r"junit-r(\d+)-(.+)\.xml$")
 EVIDENCE_MAX = 4000                   # characters of a failure's text kept for the report
 
@@ -35,6 +38,7 @@ class RankFile:
     context: Dict[str, str]
     cases: List[Case]
     digest: str
+    launch: str = ""      # the launch directory: where launch.json is (`contprobe run` puts ranks in ranks/)
 
     @property
     def rank(self) -> Optional[int]:
@@ -61,7 +65,14 @@ class Inputs:
     ranks: List[RankFile] = field(default_factory=list)
     launches: Dict[str, dict] = field(default_factory=dict)   # launch dir -> launch.json content
     problems: List[Problem] = field(default_factory=list)
-    unreadable: List[str] = field(default_factory=list)       # rank files that could not be read
+    unreadable: List[Tuple[str, str]] = field(default_factory=list)   # (rank file, launch dir) not readable
+
+    def launch_dir(self, rank_dir: str) -> str:
+        """`contprobe run` writes OUT/launch.json and OUT/ranks/junit-r*.xml; plain pytest runs DIR/*.xml."""
+        if rank_dir in self.launches:
+            return rank_dir
+        parent = os.path.dirname(rank_dir)
+        return parent if parent in self.launches else rank_dir
 
 
 def rank_file_host(path: str) -> str:
@@ -88,15 +99,18 @@ def discover(paths: Iterable[str]) -> Tuple[List[Tuple[str, bool]], List[str], L
                 launches[real] = None
             else:
                 files[real] = True
-                sibling = os.path.join(os.path.dirname(real), "launch.json")
-                if os.path.isfile(sibling):
-                    launches[sibling] = None
+                for d in (os.path.dirname(real), os.path.dirname(os.path.dirname(real))):
+                    if os.path.isfile(os.path.join(d, "launch.json")):
+                        launches[os.path.join(d, "launch.json")] = None
             continue
         found = 0
         for root, dirs, names in os.walk(p, followlinks=True):
-            dirs.sort()
+            # Hidden directories hold staging (`contprobe run`'s .harness), never results.
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for n in sorted(names):
                 full = os.path.realpath(os.path.join(root, n))
+                if n in SKIPPED_NAMES:
+                    continue
                 if n.endswith(".xml"):
                     files.setdefault(full, False)
                     found += 1
@@ -265,18 +279,20 @@ def collect(paths: Iterable[str], workers: Optional[int] = None) -> Inputs:
     for path, kind, payload in read_many(files, workers):
         if kind == "merged":
             continue
+        launch = inputs.launch_dir(os.path.dirname(path))
         if kind == "error":
             inputs.problems.append(Problem(path, str(payload)))
-            inputs.unreadable.append(path)
+            inputs.unreadable.append((path, launch))
             continue
         rf = payload
         assert isinstance(rf, RankFile)
+        rf.launch = launch
         first = by_digest.get(rf.digest)
         if first:
             inputs.problems.append(Problem(path, f"duplicate of {first} (same content); counted once"))
             continue
         by_digest[rf.digest] = path
-        key = (os.path.dirname(path), rf.rank if rf.rank is not None else -1)
+        key = (launch, rf.rank if rf.rank is not None else -1)
         first = by_rank.get(key)
         if first and key[1] >= 0:
             inputs.problems.append(Problem(

@@ -250,10 +250,10 @@ def merge(inputs: Inputs, expect_ranks: Optional[int] = None,
     refs = refs or {}
     by_dir: Dict[str, List[RankFile]] = {}
     for rf in inputs.ranks:
-        by_dir.setdefault(os.path.dirname(rf.path), []).append(rf)
+        by_dir.setdefault(rf.launch or os.path.dirname(rf.path), []).append(rf)
     unreadable: Dict[str, List[str]] = {}
-    for p in inputs.unreadable:
-        unreadable.setdefault(os.path.dirname(p), []).append(p)
+    for p, launch_dir in inputs.unreadable:
+        unreadable.setdefault(launch_dir, []).append(p)
     dirs = sorted(set(by_dir) | set(inputs.launches) | set(unreadable))
 
     launches: List[Launch] = []

@@ -267,6 +267,8 @@ def collect(paths: Iterable[str], workers: Optional[int] = None) -> Inputs:
     """Read every rank file and launch.json under paths. Duplicates and unreadable files become
     problems; what is readable is kept. Deterministic: the result depends only on the files."""
     files, launch_files, problems = discover(paths)
+    # Of two copies the one named like a rank file is kept, the other reported as the duplicate.
+    files.sort(key=lambda it: (RANK_FILE.search(os.path.basename(it[0])) is None, it[0]))
     inputs = Inputs(problems=problems)
     for lf in launch_files:
         doc, err = read_launch(lf)

@@ -51,8 +51,7 @@ def where(row: Row, hosts_shown: int = HOSTS_SHOWN) -> List[str]:
     oc = ordered_counts(row)
     if len(oc) <= 1:
         if oc and oc[0][0] in FAILING:
-            hosts = {ref[1] for ref, _ in row.entries}
-            return [f"{oc[0][0]} on all {oc[0][1]} ranks ({len(hosts)} host{'s' if len(hosts) != 1 else ''})"]
+            return [f"{oc[0][0]} on all {oc[0][1]} ranks: " + _hosts_text(row, oc[0][0], hosts_shown)]
         return []
     lines = []
     # Every outcome but the most common one; a failing majority is named too (that is what broke).
@@ -61,15 +60,18 @@ def where(row: Row, hosts_shown: int = HOSTS_SHOWN) -> List[str]:
         shown_outcomes.insert(0, oc[0][0])
     shown_outcomes.sort(key=SEVERITY.__getitem__)
     for outcome in shown_outcomes:
-        by_host: Dict[str, List[int]] = {}
-        for ref, c in row.entries:
-            if c[1] == outcome:
-                by_host.setdefault(ref[1], []).append(ref[0])
-        shown = sorted(by_host.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:hosts_shown]
-        text = "; ".join(f"{h} {rank_ranges(r)}" for h, r in shown)
-        more = len(by_host) - len(shown)
-        lines.append(f"{outcome} on {text}" + (f" (+{more} more hosts)" if more > 0 else ""))
+        lines.append(f"{outcome} on " + _hosts_text(row, outcome, hosts_shown))
     return lines
+
+
+def _hosts_text(row: Row, outcome: str, hosts_shown: int) -> str:
+    by_host: Dict[str, List[int]] = {}
+    for ref, c in row.entries:
+        if c[1] == outcome:
+            by_host.setdefault(ref[1], []).append(ref[0])
+    shown = sorted(by_host.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:hosts_shown]
+    more = len(by_host) - len(shown)
+    return "; ".join(f"{h} {rank_ranges(r)}" for h, r in shown) + (f" (+{more} more hosts)" if more > 0 else "")
 
 
 def fix_text(gotcha_id: str, site: Optional[Site]) -> str:

@@ -1,0 +1,52 @@
+"""Site profiles as data: performance references are validated, extra profile directories work."""
+from __future__ import annotations
+
+import pytest
+
+from contprobe import site
+
+
+def test_polaris_references_and_existing_facts():
+    s = site.load("polaris")
+    assert s.perf["torch.matmul"]["matmul_fp16_tflops"] == (200.0, 0.25)
+    assert s.perf["allreduce.mpi4py[1048576]"]["busbw_gbps"] == (5.0, 0.5)
+    assert "h2d_gbps" in s.perf["torch.h2d_bandwidth"]
+    assert s.gpu_for_local_rank(0, 4) == 3 and s.image_dir == "/soft/containers"
+    assert site.detect(env={}, hostname="x3004c0s13b0n0.hsn.cm.polaris.alcf.anl.gov").name == "polaris"
+    assert site.load("generic").perf == {}
+
+
+def test_a_machine_is_a_profile_not_code(tmp_path, monkeypatch):
+    (tmp_path / "sunspot.toml").write_text(
+        'name = "sunspot"\ndetect_hostnames = ["^x1\\\\d+c"]\ngpus_per_node = 6\n'
+        '[perf."torch.matmul"]\nmatmul_fp16_tflops = [100, 0.3]\n')
+    monkeypatch.setenv(site.SITES_PATH_ENV, str(tmp_path))
+    assert "sunspot" in site.available() and "polaris" in site.available()
+    s = site.load("sunspot")
+    assert s.gpus_per_node == 6 and s.perf == {"torch.matmul": {"matmul_fp16_tflops": (100.0, 0.3)}}
+    assert site.detect(env={}, hostname="x1921c0s0b0n0").name == "sunspot"
+
+
+@pytest.mark.parametrize("perf, why", [
+    ('[perf."p"]\nm = [10]', "must be [reference, tolerance]"),
+    ('[perf."p"]\nm = ["fast", 0.1]', "must be [reference, tolerance]"),
+    ('[perf."p"]\nm = [10, 1.5]', "tolerance a fraction"),
+    ('[perf."p"]\nm = [0, 0.1]', "reference must be > 0"),
+    ('[perf]\np = 3', "must be a table of metric"),
+])
+def test_bad_reference_fails_loudly(tmp_path, monkeypatch, perf, why):
+    (tmp_path / "bad.toml").write_text(f'name = "bad"\n{perf}\n')
+    monkeypatch.setenv(site.SITES_PATH_ENV, str(tmp_path))
+    with pytest.raises(site.SiteError, match="bad.toml.*" + why.replace("[", r"\[").replace("]", r"\]")):
+        site.load("bad")
+
+
+def test_unknown_and_malformed(tmp_path, monkeypatch):
+    with pytest.raises(site.SiteError, match="unknown site 'nowhere'"):
+        site.load("nowhere")
+    with pytest.raises(site.SiteError, match="unknown site"):
+        site.load("../polaris")
+    (tmp_path / "broken.toml").write_text('name = "broken\n')
+    monkeypatch.setenv(site.SITES_PATH_ENV, str(tmp_path))
+    with pytest.raises(site.SiteError, match="broken.toml"):
+        site.load("broken")

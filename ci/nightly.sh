@@ -152,5 +152,14 @@ rc=$?
 cat "$OUT/report/summary.txt"
 [ -s "$OUT/logs/report.err" ] && cat "$OUT/logs/report.err" >&2
 ln -sfn "$(basename "$OUT")" "$OUT_ROOT/latest" 2>/dev/null || true
+# An image whose launch broke before writing anything (exit 2: bad image, 124: timeout) is not in the
+# report's results: the night is then incomplete, whatever the report says.
+for img in "${FAILED[@]}"; do
+    name=$(basename "$img"); name=${name%.*}
+    if [ ! -d "$OUT/results/$name" ]; then
+        log "INCOMPLETE: $(basename "$img") left no results (see $OUT/logs/$name.log)"
+        [ "$rc" -le 1 ] && rc=3
+    fi
+done
 log "report: $OUT/report/index.html (exit $rc; $failed_n of $total image(s) failed)"
 exit "$rc"

@@ -42,11 +42,14 @@ def cmd_build_check(ns: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if ns.recipe and not os.path.isfile(ns.recipe):
         raise UsageError(f"--recipe {ns.recipe}: no such file")
-    host = run_all(HostOptions(runtime=ns.runtime, need_runtime=True, build=True,
-                               module_hint=site.runtime_module, site_proxy=site.proxy))
     try:
         rt = runtimes.detect(ns.runtime)
     except runtimes.RuntimeNotFound:
+        rt = None
+    env = runtimes.build_env(rt, cachedir=ns.cache_dir, tmpdir=ns.tmp_dir) if rt else dict(os.environ)
+    host = run_all(HostOptions(runtime=ns.runtime, need_runtime=True, build=True, env=env,
+                               module_hint=site.runtime_module, site_proxy=site.proxy))
+    if rt is None:
         return emit(ns, host, {"mode": "build-check", "base": ns.base}, None, title="contprobe build-check")
     try:
         base = images.resolve(ns.base) if not images.REMOTE.match(ns.base) else images.Image(ns.base, ns.base, "remote")
@@ -60,7 +63,6 @@ def cmd_build_check(ns: argparse.Namespace) -> int:
             fh.write(default_recipe(base))
     target = os.path.join(out, "build-check.sif")
     argv = runtimes.build_argv(rt, target, recipe, fakeroot=True, extra=["--force"])
-    env = runtimes.build_env(rt, cachedir=ns.cache_dir, tmpdir=ns.tmp_dir)
     tb = time.monotonic()
     p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                        timeout=ns.timeout)

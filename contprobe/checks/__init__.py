@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, List, Mapping, Optional
 
 from contprobe import catalog
 from contprobe.reports.junit import CaseResult
@@ -40,6 +40,7 @@ class HostOptions:
     build: bool = False              # a --fakeroot build follows
     module_hint: str = ""
     site_proxy: str = ""             # the site's proxy: pulls and builds need it set
+    env: Optional[Mapping[str, str]] = None  # the environment the runtime will see (default: ours)
 
 
 def run_all(opts: HostOptions) -> List[CaseResult]:
@@ -48,9 +49,9 @@ def run_all(opts: HostOptions) -> List[CaseResult]:
         ("host.runtime", lambda: runtime.check(opts)),
         ("host.user_namespaces", userns.check_userns),
         ("host.subuid", userns.check_subids),
-        ("host.cache_dirs", lambda: storage.check_cache_dirs(opts)),
+        ("host.cache_dirs", lambda: storage.check_cache_dirs(opts, opts.env)),
         ("host.cwd_symlink", storage.check_cwd),
-        ("host.proxy", lambda: network.check_proxy(opts)),
+        ("host.proxy", lambda: network.check_proxy(opts, opts.env)),
     ]
     return [_result(pid, fn) for pid, fn in checks]
 

@@ -56,7 +56,10 @@ mirror_uri() {
     echo "${u:-http://deb.debian.org/debian}"
 }
 
-if [ -f "$STAMP" ] && [ -x /usr/bin/apptainer ] && /usr/bin/apptainer --version >/dev/null 2>&1; then
+# bump when the way of installing changes: an older install is then redone
+INSTALL_REV=2
+if [ -f "$STAMP" ] && grep -q " rev=$INSTALL_REV\$" "$STAMP" && [ -x /usr/bin/apptainer ] \
+        && /usr/bin/apptainer --version >/dev/null 2>&1; then
     log "apptainer already installed: $(/usr/bin/apptainer --version) ($(cat "$STAMP"))"
 else
     MIRROR=$(mirror_uri)
@@ -100,13 +103,13 @@ EOF
 
     # private glibc
     log "unpacking unstable's libc6 into $GLIBC_DIR"
-    rm -rf "$GLIBC_DIR"; mkdir -p "$GLIBC_DIR"
+    rm -rf "$GLIBC_DIR.new"; mkdir -p "$GLIBC_DIR.new"
     for d in "$WORK/libc/usr/lib/$MULTIARCH" "$WORK/libc/lib/$MULTIARCH"; do
-        [ -d "$d" ] && cp -a "$d/." "$GLIBC_DIR/"
+        if [ -d "$d" ]; then cp -a "$d/." "$GLIBC_DIR.new/"; fi
     done
-    [ -e "$GLIBC_DIR/ld-linux-x86-64.so.2" ] || die "ld-linux-x86-64.so.2 not found in $LIBC_DEB"
-    # gconv and friends are not needed; drop big dirs we don't use
-    rm -rf "$GLIBC_DIR/gconv"
+    [ -e "$GLIBC_DIR.new/ld-linux-x86-64.so.2" ] || die "ld-linux-x86-64.so.2 not found in $LIBC_DEB"
+    rm -rf "$GLIBC_DIR.new/gconv"     # iconv modules: not needed by apptainer
+    rm -rf "$GLIBC_DIR"; mv "$GLIBC_DIR.new" "$GLIBC_DIR"
 
     # patch the ELF binaries that run with the new glibc
     patched=()
@@ -115,14 +118,21 @@ EOF
         head -c4 "$f" | grep -q 'ELF' || continue
         # only dynamically linked executables have an interpreter
         patchelf --print-interpreter "$f" >/dev/null 2>&1 || continue
+        # --force-rpath writes DT_RPATH (not DT_RUNPATH): DT_RPATH wins over LD_LIBRARY_PATH, and
+        # apptainer sets LD_LIBRARY_PATH=/lib/x86_64-linux-gnu when it re-runs itself to unpack a SIF
+        # (unprivileged SIF extraction, e.g. `build --fakeroot` from a SIF base); with DT_RUNPATH that
+        # run loads bookworm's libc: "version `GLIBC_2.38' not found (required by /usr/bin/apptainer)"
+        # (patch a copy and rename it: the binary may be running)
+        cp -a "$f" "$f.contprobe-new"
         patchelf --set-interpreter "$GLIBC_DIR/ld-linux-x86-64.so.2" \
-                 --set-rpath "$GLIBC_DIR:/lib/$MULTIARCH" "$f"
+                 --force-rpath --set-rpath "$GLIBC_DIR:/lib/$MULTIARCH" "$f.contprobe-new"
+        mv -f "$f.contprobe-new" "$f"
         patched+=("$f")
     done
     log "patched: ${patched[*]}"
     mkdir -p /var/lib/apptainer/mnt/session
     rm -rf "$PRIV/lists"    # 40+ MB of unstable indexes, not needed once installed
-    echo "$(basename "$APPT_DEB") $(basename "$LIBC_DEB")" >"$STAMP"
+    echo "$(basename "$APPT_DEB") $(basename "$LIBC_DEB") rev=$INSTALL_REV" >"$STAMP"
     log "installed $(/usr/bin/apptainer --version)"
 fi
 mkdir -p /var/lib/apptainer/mnt/session

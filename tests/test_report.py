@@ -367,3 +367,14 @@ def test_html_is_self_contained(real, tmp_path):
     assert "<script" not in html and " src=" not in html and "@import" not in html and "url(" not in html
     assert "default-src 'none'" in html
     assert "binds.expected[/nonexistent-contprobe]" in html and "Bind each file system you use" in html
+
+
+def test_parallel_reading_equals_serial(real, tmp_path):
+    d = launch(lambda r, h: real["bad"] if r % 7 == 0 else real["ok"], tmp_path / "l", 120, 30)
+    (d / "junit-r00200-broken.xml").write_text("<testsuites><testsuite")
+    files, _, _ = collect.discover([str(d)])
+    serial = collect.read_many(files, workers=1)
+    parallel = collect.read_many(files, workers=2)
+    assert [(p, k, getattr(x, "cases", x), getattr(x, "context", None)) for p, k, x in serial] == \
+        [(p, k, getattr(x, "cases", x), getattr(x, "context", None)) for p, k, x in parallel]
+    assert sum(k == "error" for _, k, _ in parallel) == 1

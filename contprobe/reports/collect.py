@@ -228,7 +228,10 @@ def _read_chunk(items: List[Tuple[str, bool]]) -> list:
 def read_many(items: List[Tuple[str, bool]], workers: Optional[int] = None) -> list:
     """read_rank_file over items, in worker processes when there are enough files to pay for them."""
     if workers is None:
-        workers = min(os.cpu_count() or 1, max(1, len(items) // 400))
+        # Idle CPUs only: on a busy login node extra processes just queue behind the others.
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        idle = cpus - int(os.getloadavg()[0]) if hasattr(os, "getloadavg") else cpus
+        workers = max(1, min(cpus, idle, len(items) // 400))
     if workers <= 1:
         return _read_chunk(items)
     import multiprocessing as mp

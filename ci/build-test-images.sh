@@ -1,0 +1,317 @@
+#!/usr/bin/env bash
+# Build the container images contprobe's tests run against, into a cache directory.
+#
+#   rootfs/       sandbox: debootstrap minbase bookworm + python3 + python3-pytest (world-readable;
+#                 usable as a `Bootstrap: localimage` base for `apptainer build --fakeroot` as a user)
+#   base.sif      that rootfs: Python 3.11 + pytest, the "all pass" image
+#   nopytest.sif  base without pytest
+#   mpich.sif     base + Debian MPICH + mpi4py built from source with mpicc.mpich
+#                 (+ torch/horovod copied from $CONTPROBE_VENV when that venv has them)
+#   openmpi.sif   base + Debian python3-mpi4py (Open MPI): "every rank is rank 0" under MPICH's mpiexec
+#
+# Usage: bash ci/build-test-images.sh [IMAGE...]      (as root, after ci/install-apptainer.sh)
+#        IMAGE: rootfs base nopytest mpich openmpi (default: all)
+# Env:   CONTPROBE_IMAGES  cache dir (default /var/tmp/contprobe-images)
+#        CONTPROBE_VENV    venv with torch + horovod to copy into mpich.sif (default /opt/contprobe/venv)
+#        CONTPROBE_APT_MIRROR  Debian mirror (default: the one in this machine's apt sources)
+#        CONTPROBE_REBUILD=1   rebuild even when up to date
+# Each image has NAME.recipe-sha256 beside it; an image whose recipe (the shell functions below and
+# its inputs) is unchanged is skipped, so a second run takes about a second.
+set -euo pipefail
+
+CACHE=${CONTPROBE_IMAGES:-/var/tmp/contprobe-images}
+VENV=${CONTPROBE_VENV:-/opt/contprobe/venv}
+SUITE=bookworm
+MPI4PY_VERSION=4.1.2
+# mpi4py's MPI.c at the default -O2 -g takes ~140 s of CPU (220 s wall on a busy 2-core machine);
+# at -O0 -g0 a fraction of that. Speed of mpi4py itself does not matter for these tests.
+MPI4PY_CFLAGS=${CONTPROBE_MPI4PY_CFLAGS:--O0 -g0}
+# zstd level 3: ~4x faster than apptainer's default gzip on 2 cores, about the same size
+SQUASH_ARGS='-comp zstd -Xcompression-level 3'
+WORK=$CACHE/.work
+T_ALL=$(date +%s)
+declare -a SUMMARY=()
+declare -a MOUNTED=()
+
+log() { printf '[build-test-images] %s\n' "$*" >&2; }
+T_STEP=$(date +%s)
+phase() { log "  ... $1: $(( $(date +%s) - T_STEP ))s into this step"; }
+APT_Q=(-qq -o Dpkg::Use-Pty=0 -o Acquire::Languages=none)
+die() { log "ERROR: $*"; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "must run as root"
+command -v apptainer >/dev/null || die "apptainer not found: run ci/install-apptainer.sh first"
+command -v debootstrap >/dev/null || die "debootstrap not found: run ci/install-apptainer.sh first"
+
+cleanup() {
+    local m
+    for m in "${MOUNTED[@]+"${MOUNTED[@]}"}"; do
+        mountpoint -q "$m" && umount -l "$m" || true
+    done
+}
+trap cleanup EXIT
+
+mirror_uri() {
+    local u=""
+    if [ -n "${CONTPROBE_APT_MIRROR:-}" ]; then echo "$CONTPROBE_APT_MIRROR"; return; fi
+    u=$(grep -hsE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null \
+        | awk '{print $2}' | grep -vE 'security|updates' | grep -E 'debian/?$' | head -n1 || true)
+    [ -n "$u" ] || u=$(grep -hsE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+        | awk '$3 !~ /security|updates/ {for(i=2;i<=NF;i++) if($i ~ /^(http|https|file):/){print $i; exit}}' \
+        | grep -E 'debian/?$' | head -n1 || true)
+    echo "${u:-http://deb.debian.org/debian}"
+}
+MIRROR=$(mirror_uri)
+
+# ---------- helpers ------------------------------------------------------------------------------
+
+sha() { sha256sum | cut -c1-64; }
+
+# recipe hash: the named functions' source + extra strings
+recipe_hash() {
+    local fns=$1; shift
+    { for f in $fns; do declare -f "$f"; done; printf '%s\n' "$@"; } | sha
+}
+
+up_to_date() {  # NAME HASH
+    [ "${CONTPROBE_REBUILD:-0}" != 1 ] && [ -e "$CACHE/$1" ] && [ -f "$CACHE/$1.recipe-sha256" ] \
+        && [ "$(cat "$CACHE/$1.recipe-sha256")" = "$2" ]
+}
+
+human() { du -sh --apparent-size "$1" 2>/dev/null | cut -f1; }
+
+record() {  # NAME SECONDS STATUS
+    SUMMARY+=("$(printf '%-14s %-8s %6ss  %s' "$1" "$(human "$CACHE/$1")" "$2" "$3")")
+}
+
+# minimal /dev for a chroot (no bind mount of the host's /dev: a later `rm -rf dev/*` stays safe)
+make_dev() {
+    local d=$1/dev
+    mkdir -p "$d"
+    [ -e "$d/null" ]    || mknod -m 666 "$d/null" c 1 3
+    [ -e "$d/zero" ]    || mknod -m 666 "$d/zero" c 1 5
+    [ -e "$d/full" ]    || mknod -m 666 "$d/full" c 1 7
+    [ -e "$d/random" ]  || mknod -m 666 "$d/random" c 1 8
+    [ -e "$d/urandom" ] || mknod -m 666 "$d/urandom" c 1 9
+    [ -e "$d/tty" ]     || mknod -m 666 "$d/tty" c 5 0
+    [ -e "$d/fd" ]      || ln -s /proc/self/fd "$d/fd"
+    mkdir -p "$d/pts" "$d/shm"
+}
+
+# run a command in a chroot with a clean environment (+ proxy settings and the host CA for pip)
+in_chroot() {
+    local dir=$1; shift
+    make_dev "$dir"
+    mkdir -p "$dir/proc" "$dir/sys"
+    if ! mountpoint -q "$dir/proc"; then
+        mount -t proc proc "$dir/proc"; MOUNTED+=("$dir/proc")
+    fi
+    # sysfs read-only: hwloc (MPICH, Open MPI) reads the CPU topology there
+    if ! mountpoint -q "$dir/sys"; then
+        mount -t sysfs -o ro sysfs "$dir/sys"; MOUNTED+=("$dir/sys")
+    fi
+    printf '#!/bin/sh\nexit 101\n' >"$dir/usr/sbin/policy-rc.d"; chmod 755 "$dir/usr/sbin/policy-rc.d"
+    # host CA bundle (the network may go through a TLS-intercepting proxy) at a path that
+    # update-ca-certificates does not manage; removed again in finish_tree
+    cp /etc/ssl/certs/ca-certificates.crt "$dir/root/.contprobe-build-ca.crt"
+    local -a envs=(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
+                   LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes
+                   PIP_CERT=/root/.contprobe-build-ca.crt SSL_CERT_FILE=/root/.contprobe-build-ca.crt
+                   PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore)
+    local v
+    for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
+        [ -n "${!v:-}" ] && envs+=("$v=${!v}")
+    done
+    local rc=0
+    env -i "${envs[@]}" chroot "$dir" "$@" || rc=$?
+    umount "$dir/proc" || umount -l "$dir/proc"
+    umount "$dir/sys" || umount -l "$dir/sys"
+    return $rc
+}
+
+# shrink a tree and make it a clean image/build base
+finish_tree() {
+    local dir=$1
+    if mountpoint -q "$dir/proc" || mountpoint -q "$dir/sys"; then die "$dir/proc or /sys still mounted"; fi
+    rm -f "$dir/usr/sbin/policy-rc.d" "$dir/root/.contprobe-build-ca.crt"
+    rm -rf "$dir"/var/cache/apt/*.bin "$dir"/var/cache/apt/archives/*.deb \
+           "$dir"/var/cache/apt/archives/partial/* "$dir"/var/lib/apt/lists/* \
+           "$dir"/root/.cache "$dir"/tmp/* "$dir"/var/tmp/* "$dir"/var/log/apt/* "$dir"/var/log/dpkg.log
+    find "$dir/usr" -name '__pycache__' -type d -prune -exec rm -rf {} + 2>/dev/null || true
+    # an empty /dev: apptainer provides its own; device nodes in a build base break fakeroot builds
+    rm -rf "${dir:?}"/dev/*
+    mkdir -p "$dir/proc" "$dir/sys" "$dir/tmp"
+    chmod 1777 "$dir/tmp"
+}
+
+build_sif() {  # SANDBOX NAME
+    local tmp="$CACHE/.$2.tmp"
+    rm -f "$tmp"
+    # shellcheck disable=SC2086
+    apptainer -q build -F --mksquashfs-args "$SQUASH_ARGS" "$tmp" "$1" >/dev/null
+    chmod 644 "$tmp"
+    mv -f "$tmp" "$CACHE/$2"
+}
+
+copy_rootfs() {  # NAME -> prints a fresh copy's path
+    local d="$WORK/$1"
+    rm -rf "$d"; mkdir -p "$WORK"
+    cp -a "$CACHE/rootfs" "$d"
+    echo "$d"
+}
+
+# ---------- the recipes ---------------------------------------------------------------------------
+
+recipe_rootfs() {
+    local new="$WORK/rootfs.new"
+    rm -rf "$new"; mkdir -p "$WORK"
+    log "debootstrap --variant=minbase --include=python3,python3-pytest $SUITE from $MIRROR"
+    debootstrap --variant=minbase --include=python3,python3-pytest "$SUITE" "$new" "$MIRROR" \
+        >"$WORK/debootstrap.log" 2>&1 || { tail -20 "$WORK/debootstrap.log" >&2; die "debootstrap failed"; }
+    finish_tree "$new"
+    # world-readable, so an unprivileged user can use it as a --fakeroot build base
+    chmod -R a+rX "$new"
+    rm -rf "$CACHE/rootfs"
+    mv "$new" "$CACHE/rootfs"
+}
+
+recipe_base() {
+    build_sif "$CACHE/rootfs" base.sif
+}
+
+recipe_nopytest() {
+    local d; d=$(copy_rootfs nopytest)
+    in_chroot "$d" apt-get "${APT_Q[@]}" purge -y --autoremove python3-pytest >/dev/null
+    in_chroot "$d" python3 -c 'import pytest' 2>/dev/null && die "pytest still importable in nopytest"
+    finish_tree "$d"
+    build_sif "$d" nopytest.sif
+    rm -rf "$d"
+}
+
+# torch + horovod (+ small deps) from the project venv, when it has them; prints what would be copied
+venv_items() {
+    local sp="$VENV/lib/python3.11/site-packages"
+    [ -d "$sp/torch" ] && [ -d "$sp/horovod" ] || return 0
+    local pat
+    for pat in torch 'torch-*.dist-info' torchgen functorch horovod 'horovod-*.dist-info' \
+               cloudpickle 'cloudpickle-*.dist-info' psutil 'psutil-*.dist-info' \
+               yaml _yaml 'PyYAML-*.dist-info' 'pyyaml-*.dist-info' packaging 'packaging-*.dist-info' \
+               typing_extensions.py 'typing_extensions-*.dist-info' sympy 'sympy-*.dist-info' \
+               mpmath 'mpmath-*.dist-info' networkx 'networkx-*.dist-info' jinja2 'jinja2-*.dist-info' \
+               'Jinja2-*.dist-info' markupsafe 'MarkupSafe-*.dist-info' 'markupsafe-*.dist-info' \
+               filelock 'filelock-*.dist-info' fsspec 'fsspec-*.dist-info' \
+               numpy numpy.libs 'numpy-*.dist-info'; do
+        # shellcheck disable=SC2086
+        ( cd "$sp" && ls -d $pat 2>/dev/null ) || true
+    done | sort -u
+}
+
+recipe_mpich() {
+    local d; d=$(copy_rootfs mpich)
+    log "mpich: apt-get install mpich libmpich-dev python3-dev python3-pip gcc"
+    in_chroot "$d" apt-get "${APT_Q[@]}" update
+    in_chroot "$d" apt-get "${APT_Q[@]}" install -y --no-install-recommends \
+        mpich libmpich-dev python3-dev python3-pip gcc libc6-dev >/dev/null
+    phase "apt-get install"
+    log "mpich: MPICC=mpicc.mpich CFLAGS='$MPI4PY_CFLAGS' pip wheel --no-binary mpi4py mpi4py==$MPI4PY_VERSION (from source)"
+    # the wheel built here is kept in $CACHE/.wheels: a rebuild of this image (changed recipe or
+    # venv) then skips compiling mpi4py (minutes on 2 cores). Key: mpi4py + Debian MPICH versions.
+    local mpich_v whl wdir
+    mpich_v=$(in_chroot "$d" dpkg-query -W -f='${Version}' libmpich-dev | tr -c 'A-Za-z0-9.\n' _)
+    wdir="$CACHE/.wheels/mpich-$mpich_v-cflags$(printf '%s' "$MPI4PY_CFLAGS" | tr -c 'A-Za-z0-9' _)"
+    mkdir -p "$wdir" "$d/root/wheels"
+    whl=$(ls "$wdir"/mpi4py-"$MPI4PY_VERSION"-*.whl 2>/dev/null | head -n1 || true)
+    if [ -z "$whl" ]; then
+        in_chroot "$d" env MPICC=mpicc.mpich CC=mpicc.mpich CFLAGS="$MPI4PY_CFLAGS" \
+            pip wheel -q --no-cache-dir --no-deps --no-binary mpi4py -w /root/wheels "mpi4py==$MPI4PY_VERSION" \
+            2>&1 | { grep -v '^DEPRECATION: --no-binary' || true; } >&2
+        cp "$d"/root/wheels/mpi4py-*.whl "$wdir/"
+        phase "mpi4py compiled from source"
+    else
+        log "mpich: using cached wheel $whl (compiled from source earlier against libmpich-dev $mpich_v)"
+        cp "$whl" "$d/root/wheels/"
+    fi
+    in_chroot "$d" sh -c 'pip install -q --break-system-packages --no-index --no-deps /root/wheels/mpi4py-*.whl'
+    rm -rf "$d/root/wheels"
+    # the build front end is not part of the image's purpose
+    in_chroot "$d" apt-get "${APT_Q[@]}" purge -y --autoremove python3-pip >/dev/null
+    local items; items=$(venv_items)
+    if [ -n "$items" ]; then
+        local dst="$d/usr/local/lib/python3.11/dist-packages" sp="$VENV/lib/python3.11/site-packages"
+        log "mpich: copying from $sp: $(echo $items)"
+        mkdir -p "$dst"
+        local it
+        for it in $items; do cp -a "$sp/$it" "$dst/"; done
+        printf '#!/usr/bin/python3\nfrom horovod.runner.launch import run_commandline\nrun_commandline()\n' \
+            >"$d/usr/local/bin/horovodrun"
+        chmod 755 "$d/usr/local/bin/horovodrun"
+        in_chroot "$d" python3 -c 'import torch, horovod.torch; print("torch", torch.__version__, "horovod", horovod.__version__)' >&2 \
+            || die "torch/horovod copied from $VENV do not import in the image"
+    else
+        log "mpich: no torch+horovod in $VENV, image without them"
+    fi
+    in_chroot "$d" python3 -c 'from mpi4py import MPI; print(MPI.Get_library_version().splitlines()[0])' >&2
+    finish_tree "$d"
+    phase "copies and checks"
+    build_sif "$d" mpich.sif
+    rm -rf "$d"
+}
+
+recipe_openmpi() {
+    local d; d=$(copy_rootfs openmpi)
+    log "openmpi: apt-get install python3-mpi4py (Open MPI)"
+    in_chroot "$d" apt-get "${APT_Q[@]}" update
+    in_chroot "$d" apt-get "${APT_Q[@]}" install -y --no-install-recommends python3-mpi4py >/dev/null
+    phase "apt-get install"
+    in_chroot "$d" python3 -c 'from mpi4py import MPI; print(MPI.Get_library_version().splitlines()[0])' >&2
+    finish_tree "$d"
+    build_sif "$d" openmpi.sif
+    rm -rf "$d"
+}
+
+# ---------- driver --------------------------------------------------------------------------------
+
+mkdir -p "$CACHE"
+chmod 755 "$CACHE"
+HELPERS="make_dev in_chroot finish_tree build_sif copy_rootfs"
+H_ROOTFS=$(recipe_hash "recipe_rootfs finish_tree" "$SUITE" v1)
+H_BASE=$(recipe_hash "recipe_base build_sif" "$H_ROOTFS" "$SQUASH_ARGS")
+H_NOPYTEST=$(recipe_hash "recipe_nopytest $HELPERS" "$H_ROOTFS" "$SQUASH_ARGS")
+H_MPICH=$(recipe_hash "recipe_mpich venv_items $HELPERS" "$H_ROOTFS" "$SQUASH_ARGS" "$MPI4PY_VERSION" "$MPI4PY_CFLAGS" \
+          "$(venv_items | tr '\n' ' ')")
+H_OPENMPI=$(recipe_hash "recipe_openmpi $HELPERS" "$H_ROOTFS" "$SQUASH_ARGS")
+
+step() {  # NAME(file in cache) RECIPE HASH
+    local name=$1 fn=$2 h=$3 t0
+    if up_to_date "$name" "$h"; then
+        log "$name: up to date, skipped"
+        record "$name" 0 "cached"
+        return
+    fi
+    log "$name: building"
+    t0=$(date +%s); T_STEP=$t0
+    rm -f "$CACHE/$name.recipe-sha256"
+    "$fn"
+    echo "$h" >"$CACHE/$name.recipe-sha256"
+    chmod 644 "$CACHE/$name.recipe-sha256"
+    log "$name: built in $(( $(date +%s) - t0 ))s"
+    record "$name" "$(( $(date +%s) - t0 ))" "built"
+}
+
+WANT=("$@")
+[ ${#WANT[@]} -gt 0 ] || WANT=(rootfs base nopytest mpich openmpi)
+for w in "${WANT[@]}"; do
+    case $w in rootfs|base|nopytest|mpich|openmpi) ;; *) die "unknown image '$w'";; esac
+done
+want() { local w; for w in "${WANT[@]}"; do [ "$w" = "$1" ] && return 0; done; return 1; }
+
+# every image derives from rootfs
+step rootfs recipe_rootfs "$H_ROOTFS"
+want base     && step base.sif     recipe_base     "$H_BASE"
+want nopytest && step nopytest.sif recipe_nopytest "$H_NOPYTEST"
+want mpich    && step mpich.sif    recipe_mpich    "$H_MPICH"
+want openmpi  && step openmpi.sif  recipe_openmpi  "$H_OPENMPI"
+rm -rf "$WORK"
+
+log "images in $CACHE (total $(( $(date +%s) - T_ALL ))s):"
+printf '  %s\n' "${SUMMARY[@]}" >&2

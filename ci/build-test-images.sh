@@ -273,6 +273,9 @@ recipe_openmpi() {
 
 mkdir -p "$CACHE"
 chmod 755 "$CACHE"
+# one build at a time per cache (CI and a developer may share the machine)
+exec 9>"$CACHE/.lock"
+flock -w 1800 9 || die "another build holds $CACHE/.lock"
 HELPERS="make_dev in_chroot finish_tree build_sif copy_rootfs"
 H_ROOTFS=$(recipe_hash "recipe_rootfs finish_tree" "$SUITE" v1)
 H_BASE=$(recipe_hash "recipe_base build_sif" "$H_ROOTFS" "$SQUASH_ARGS")

@@ -28,6 +28,9 @@ STAMP=$APPT_LIBDIR/.contprobe-installed
 T0=$(date +%s)
 
 export DEBIAN_FRONTEND=noninteractive
+# one install at a time
+exec 9>/var/lock/contprobe-install-apptainer.lock
+flock -w 900 9 || die "another install holds /var/lock/contprobe-install-apptainer.lock"
 
 # --- 1. Debian 12 packages ------------------------------------------------------------------
 HOST_PKGS=(squashfs-tools squashfuse fuse2fs uidmap patchelf debootstrap ca-certificates mpich)
@@ -38,7 +41,7 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
     log "apt-get install ${missing[*]}"
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends "${missing[@]}" >/dev/null
 else
     log "Debian packages already installed: ${HOST_PKGS[*]}"
 fi
@@ -79,6 +82,7 @@ EOF
         -o "APT::Get::List-Cleanup=0"
         -o "Acquire::Languages=none"
         -o "APT::Sandbox::User=root"
+        -o "Acquire::Check-Valid-Until=false"
     )
     apt-get "${APT_OPTS[@]}" update -qq
     ( cd "$PRIV/archives" && rm -f apptainer_*.deb libc6_*.deb \

@@ -36,7 +36,7 @@ declare -a MOUNTED=()
 log() { printf '[build-test-images] %s\n' "$*" >&2; }
 T_STEP=$(date +%s)
 phase() { log "  ... $1: $(( $(date +%s) - T_STEP ))s into this step"; }
-APT_Q=(-qq -o Dpkg::Use-Pty=0 -o Acquire::Languages=none)
+APT_Q=(-qq -o Dpkg::Use-Pty=0 -o Acquire::Languages=none -o Acquire::Check-Valid-Until=false)
 die() { log "ERROR: $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "must run as root"

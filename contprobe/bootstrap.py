@@ -68,6 +68,7 @@ def main(argv):
         source = "brought by contprobe"
     import pytest
     os.environ["CONTPROBE_PYTEST_SOURCE"] = source
+    sys.argv = [sys.argv[0]] + pytest_args  # what the report's command line shows
     return pytest.main(pytest_args)
 
 

@@ -20,14 +20,14 @@ from typing import Dict, List, Optional, Tuple
 from contprobe import catalog, harness, image as images, launcher as launchers, runtime as runtimes, site as sites
 from contprobe.checks import HostOptions, run_all
 from contprobe.cli import (EXIT_USAGE, add_expectations, add_outputs, emit, expectations)
-from contprobe.reports import junit
+from contprobe.reports import junit, partial
 from contprobe.reports.junit import CaseResult
 from contprobe.suite import Expectations, UsageError, run_argv_quoted
 
 FAILING = ("failed", "error", "lost")
 GPU_GOTCHAS = ("nv-flag-missing",)
 # What a launch's own output can tell about ranks that never reported.
-LAUNCH_GOTCHAS = ["ucx-shm-proc-link", "mpi-abi-openmpi", "mpi4py-wheel-libmpi", "pals-openmpi-flags",
+LAUNCH_GOTCHAS = ["ucx-shm-proc-link", "ucx-cma-eperm", "mpi-abi-openmpi", "mpi4py-wheel-libmpi", "pals-openmpi-flags",
                   "gtl-not-linked", "image-unreadable", "ld-preload-leak", "nv-flag-missing",
                   "user-namespaces-disabled", "ld-library-path-replaced"]
 
@@ -107,7 +107,10 @@ class Plan:
         exp = self.exp
         if targets:  # re-runs name exact probes; the user's -k/-m could only deselect them
             exp = dataclasses.replace(exp, keyword=None, markexpr=None)
-        pytest_args = ["-q", "-rN", "--color=no", "--results-dir", harness.RESULTS_MOUNT] + exp.pytest_args()
+        # --capture=sys: what C libraries (UCX, NCCL, the MPI) write to fd 2 reaches the launch log,
+        # which is the only evidence left when they abort a rank.
+        pytest_args = ["-q", "-rN", "--color=no", "--capture=sys", "--results-dir", harness.RESULTS_MOUNT] \
+            + exp.pytest_args()
         spec = runtimes.ExecSpec(
             image=self.image.path,
             command=harness.bootstrap_command(self.python, pytest_args, list(targets),
@@ -174,7 +177,23 @@ def collect(results_dir: str, expected: int) -> Tuple[List[junit.RankResult], Li
             except junit.JUnitError as exc:
                 problems.append(str(exc))
     seen = {r.rank for r in ranks}
-    lost = [{"rank": r, "host": "?", "reason": "no readable result file"} for r in range(expected) if r not in seen]
+    lost: List[dict] = []
+    journals = {}
+    for name in sorted(os.listdir(results_dir)) if os.path.isdir(results_dir) else []:
+        if name.startswith("partial-r") and name.endswith(".jsonl"):
+            pr = partial.read(os.path.join(results_dir, name))
+            journals.setdefault(pr.rank, pr)
+    for r in range(expected):
+        if r in seen:
+            continue
+        pr = journals.get(r)
+        if pr is not None:  # it crashed or hung: keep what it finished, name it lost
+            ranks.append(pr)
+            crashed = [c.probe for c in pr.cases if c.message == partial.CRASHED]
+            lost.append({"rank": r, "host": pr.host, "reason": f"died during {crashed[0]}" if crashed
+                         else "ended before writing its JUnit", "kept_results": len(pr.cases)})
+        else:
+            lost.append({"rank": r, "host": "?", "reason": "no result file (never started?)"})
     return ranks, lost, problems
 
 
@@ -205,6 +224,9 @@ def aggregate(ranks: List[junit.RankResult], lost: List[dict], reason: str,
     gotcha = catalog.match(launch_log, LAUNCH_GOTCHAS) if launch_log else catalog.UNKNOWN
     gotcha = "rank-lost" if gotcha == catalog.UNKNOWN else gotcha
     fix = catalog.get(gotcha).fix_line
+    for c in out:
+        if c.message.endswith(partial.CRASHED) or partial.CRASHED in c.message:
+            c.gotcha, c.fix = gotcha, fix
     for item in lost:
         out.append(CaseResult(probe=f"launch.rank[{item['rank']}]", outcome="lost", duration_s=0.0,
                               message=f"rank {item['rank']} lost: {item['reason']}; {reason}",
@@ -390,7 +412,8 @@ def cmd_run(ns: argparse.Namespace) -> int:
     from contprobe.redact import redact_obj
     with open(os.path.join(out, "launch.json"), "w") as fh:
         json.dump(redact_obj(launch), fh, indent=2)
-    junit_src = merged_junit(ranks, out) if ranks else None
+    written = [r for r in ranks if r.path.endswith(".xml")]  # journals of lost ranks are no JUnit
+    junit_src = merged_junit(written, out) if written else None
     return emit(ns, results, context, junit_src, extra={"reruns": reruns, "lost": lost}, title="contprobe run")
 
 

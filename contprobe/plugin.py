@@ -32,6 +32,11 @@ MARKERS = {
     "allreduce": "collective correctness and bandwidth (slow-ish)",
 }
 
+# What the probe suite's conftest takes in: every hook and fixture of this plugin.
+__all__ = ["pytest_addoption", "pytest_configure", "pytest_unconfigure", "pytest_runtest_logstart",
+           "pytest_runtest_logreport", "pytest_runtest_call", "pytest_runtest_makereport",
+           "contprobe_state", "record_metric", "_contprobe_suite_properties"]
+
 DEFAULT_ALLREDUCE_SIZES = "8,1024,65536,1048576"
 
 
@@ -122,9 +127,30 @@ class State:
 
     def __init__(self) -> None:
         self.context: Dict[str, str] = {}
+        self.outcomes: Dict[str, str] = {}
+        self.durations: Dict[str, float] = {}
+        self._journal = None
 
     def record(self, name: str, value: object) -> None:
         self.context[name] = str(value)
+
+    def open_journal(self, path: str) -> None:
+        # Line-buffered: each line reaches the file with its own write, so an abort loses nothing.
+        self._journal = open(path, "w", buffering=1, encoding="utf-8")
+        info = context.launch_info()
+        import socket
+        self.journal({"event": "session", "rank": info.rank, "size": info.size, "launcher": info.launcher,
+                      "hostname": socket.gethostname(), "image": context.container_info()[0]})
+
+    def journal(self, entry: dict) -> None:
+        if self._journal is not None:
+            import json
+            self._journal.write(redact_text_with_env(json.dumps(entry), os.environ) + "\n")
+
+    def close_journal(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
 
 
 STATE = State()
@@ -139,12 +165,38 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, doc in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {doc}")
     results_dir = config.getoption("--results-dir", None)
-    if results_dir and not getattr(config.option, "xmlpath", None):
+    if results_dir:
         import socket
         os.makedirs(results_dir, exist_ok=True)
-        config.option.xmlpath = os.path.join(
-            results_dir, junit_name(context.launch_info(), socket.gethostname()))
+        name = junit_name(context.launch_info(), socket.gethostname())
+        if not getattr(config.option, "xmlpath", None):
+            config.option.xmlpath = os.path.join(results_dir, name)
+        STATE.open_journal(os.path.join(results_dir, "partial-" + name[len("junit-"):-len(".xml")] + ".jsonl"))
     STATE.context.clear()
+
+
+# ---- the journal: results that survive a rank that crashes before JUnit is written ------------
+def pytest_runtest_logstart(nodeid: str, location) -> None:
+    STATE.journal({"event": "start", "nodeid": nodeid})
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "teardown":
+        props = dict(report.user_properties)
+        STATE.journal({"event": "done", "nodeid": report.nodeid, "probe": props.get("probe", report.nodeid),
+                       "outcome": STATE.outcomes.pop(report.nodeid, "passed"),
+                       "duration_s": round(STATE.durations.pop(report.nodeid, 0.0), 6),
+                       **{k: str(v) for k, v in props.items() if k != "probe"}})
+    else:
+        STATE.durations[report.nodeid] = STATE.durations.get(report.nodeid, 0.0) + report.duration
+        if report.failed:
+            STATE.outcomes[report.nodeid] = "failed" if report.when == "call" else "error"
+        elif report.skipped and report.nodeid not in STATE.outcomes:
+            STATE.outcomes[report.nodeid] = "skipped"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    STATE.close_journal()
 
 
 def probe_id(item: pytest.Item) -> str:

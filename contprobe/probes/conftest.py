@@ -11,10 +11,7 @@ import pytest
 
 from contprobe import catalog, context, mpi_info
 from contprobe.diagnose import fail, skip
-from contprobe.plugin import (  # noqa: F401  (hooks and fixtures are used by pytest by name)
-    _contprobe_suite_properties, contprobe_state, pytest_addoption, pytest_configure,
-    pytest_runtest_call, pytest_runtest_makereport, record_metric,
-)
+from contprobe.plugin import *  # noqa: F401,F403  (the plugin's __all__: hooks and fixtures, used by name)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -96,7 +93,7 @@ def MPI(launch):
 
 @pytest.fixture(scope="session")
 def mpi_lib(MPI, in_container, contprobe_state):
-    text = MPI.Get_library_version().strip()
+    text = MPI.Get_library_version().replace("\x00", "").strip()
     name, soname = mpi_info.flavour(text)
     libs = mpi_info.loaded_mpi_libraries()
     origin = mpi_info.library_origin(libs[0], in_container) if libs else "unknown"

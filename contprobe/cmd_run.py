@@ -412,9 +412,27 @@ def cmd_run(ns: argparse.Namespace) -> int:
     from contprobe.redact import redact_obj
     with open(os.path.join(out, "launch.json"), "w") as fh:
         json.dump(redact_obj(launch), fh, indent=2)
+    placement = placement_map(ranks)
+    if len(ranks) > 1:
+        (sys.stderr if ns.json == "-" else sys.stdout).write(placement_table(placement) + "\n\n")
     written = [r for r in ranks if r.path.endswith(".xml")]  # journals of lost ranks are no JUnit
     junit_src = merged_junit(written, out) if written else None
-    return emit(ns, results, context, junit_src, extra={"reruns": reruns, "lost": lost}, title="contprobe run")
+    return emit(ns, results, context, junit_src, extra={"reruns": reruns, "lost": lost, "placement": placement}, title="contprobe run")
+
+
+PLACEMENT_KEYS = ("rank", "hostname", "local_rank", "cuda_visible_devices", "gpu_uuids", "cpu_affinity")
+
+
+def placement_map(ranks: List[junit.RankResult]) -> List[dict]:
+    """rank -> host -> local rank -> CUDA_VISIBLE_DEVICES -> GPU UUIDs -> CPU affinity, from each rank's context."""
+    rows = [{k: r.context.get(k, "") for k in PLACEMENT_KEYS} for r in ranks]
+    return sorted(rows, key=lambda row: int(row["rank"]) if str(row["rank"]).isdigit() else 0)
+
+
+def placement_table(rows: List[dict]) -> str:
+    from tabulate import tabulate
+    return "placement:\n" + tabulate([[row[k] for k in PLACEMENT_KEYS] for row in rows],
+                                      headers=["rank", "host", "local", "CUDA_VISIBLE_DEVICES", "GPU UUIDs", "CPUs"])
 
 
 def tail(text: str, n: int = 3) -> str:

@@ -38,4 +38,12 @@ chmod -R a+rX "$VENV"
 step "test images"
 CONTPROBE_VENV=$VENV bash ci/build-test-images.sh
 
+
+step "mpi4py's PyPI binary wheel (the test that names its libmpi.so.12 failure)"
+mkdir -p /var/cache/contprobe/binary-wheels
+ls /var/cache/contprobe/binary-wheels/mpi4py-*.whl >/dev/null 2>&1 || \
+    "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+        --no-cache-dir -d /var/cache/contprobe/binary-wheels mpi4py==4.1.2
+chmod -R a+rX /var/cache/contprobe/binary-wheels
+
 step "done in $(( $(date +%s) - t0 ))s"

@@ -37,7 +37,7 @@ __all__ = ["pytest_addoption", "pytest_configure", "pytest_unconfigure", "pytest
            "pytest_runtest_logreport", "pytest_runtest_call", "pytest_runtest_makereport",
            "contprobe_state", "record_metric", "_contprobe_suite_properties"]
 
-DEFAULT_ALLREDUCE_SIZES = "8,1024,65536,1048576"
+DEFAULT_ALLREDUCE_SIZES = "8,1024,65536,1048576,67108864"  # 8 B to 64 MiB
 
 
 # ---- expectation values: parsed here so that doctor, run and pytest agree ------------------

@@ -40,7 +40,7 @@ def test_mpi4py(MPI, nbytes, record_metric):
     want = float(n * (n + 1) // 2)
     for _ in range(2):
         comm.Allreduce([send, MPI.FLOAT], [recv, MPI.FLOAT], op=MPI.SUM)
-    wrong = sum(1 for v in recv if v != want)
+    wrong = count - recv.count(want)  # C loop: checking 64 MiB stays cheap
     reps = iterations(nbytes)
     comm.Barrier()
     t0 = MPI.Wtime()
@@ -79,12 +79,52 @@ def torch_dist(MPI, launch):
     dist.destroy_process_group()
 
 
+def timed_all_reduce(torch, dist, t, group, record_metric, sync=lambda: None) -> int:
+    """all_reduce of t (filled with rank + 1): wrong elements, with nccl-tests figures recorded."""
+    import time
+    n, rank = dist.get_world_size(), dist.get_rank()
+    want = float(n * (n + 1) // 2)
+    t.fill_(float(rank + 1))
+    dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
+    sync()
+    wrong = int((t != want).sum().item())
+    reps = iterations(t.numel() * 4)
+    dist.barrier(group=group)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
+    sync()
+    elapsed = (time.perf_counter() - t0) / reps
+    algbw = t.numel() * 4 / elapsed / 1e9
+    record_metric("time_us", elapsed * 1e6)
+    record_metric("algbw_gbps", algbw)
+    record_metric("busbw_gbps", algbw * bus_factor(n))
+    return wrong
+
+
 def test_torch_gloo(torch_dist, record_metric):
     torch, dist = torch_dist
-    n, rank = dist.get_world_size(), dist.get_rank()
-    t = torch.full((1 << 18,), float(rank + 1), dtype=torch.float32)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    want = float(n * (n + 1) // 2)
-    wrong = int((t != want).sum().item())
+    t = torch.zeros(1 << 18, dtype=torch.float32)  # 1 MiB
+    wrong = timed_all_reduce(torch, dist, t, None, record_metric)
     if wrong:
-        fail("allreduce-wrong", f"torch.distributed gloo all_reduce over {n} ranks: {wrong} wrong element(s)")
+        fail("allreduce-wrong", f"torch.distributed gloo all_reduce over {dist.get_world_size()} ranks: "
+             f"{wrong} wrong element(s)")
+
+
+def test_torch_nccl(torch_dist, launch, expect_gpus, in_container, record_metric):
+    """NCCL on the GPUs: a second process group beside gloo, 64 MiB per rank."""
+    torch, dist = torch_dist
+    if not torch.cuda.is_available():
+        from contprobe.probes.test_torch import why_no_cuda
+        gotcha = why_no_cuda(torch, in_container)
+        if expect_gpus:
+            fail(gotcha, "NCCL allreduce needs a visible GPU")
+        skip(gotcha, "no GPU visible to torch: NCCL allreduce not run")
+    if not dist.is_nccl_available():
+        fail("nccl-unavailable", f"torch {torch.__version__} has no NCCL backend")
+    torch.cuda.set_device(launch.local_rank % torch.cuda.device_count())
+    group = dist.new_group(backend="nccl")
+    t = torch.zeros(16 << 20, dtype=torch.float32, device="cuda")
+    wrong = timed_all_reduce(torch, dist, t, group, record_metric, sync=torch.cuda.synchronize)
+    if wrong:
+        fail("allreduce-wrong", f"NCCL all_reduce over {dist.get_world_size()} ranks: {wrong} wrong element(s)")

@@ -385,6 +385,8 @@ def cmd_run(ns: argparse.Namespace) -> int:
     reason = (f"launch timed out after {ns.timeout:g} s" if res.timed_out
               else f"launch exit code {res.returncode}; last output: {tail(res.log)}")
     results = host + aggregate(ranks, lost, reason, res.log)
+    for item in lost:  # the report merges launches later: keep the precise cause with each lost rank
+        item["gotcha"] = next((r.gotcha for r in results if r.probe == f"launch.rank[{item['rank']}]"), "rank-lost")
     if not ranks and not lost:
         results.append(CaseResult("launch.container", "error", res.duration_s, f"no results: {tail(res.log)}",
                                   catalog.match(res.log), catalog.get(catalog.match(res.log)).fix_line))

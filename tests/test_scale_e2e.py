@@ -79,13 +79,17 @@ def test_ucx_proc_link_failure_loses_ranks_with_the_precise_gotcha():
 
 
 def test_ucx_cma_abort_keeps_what_ranks_finished():
-    res, doc, _ = run("mpich.sif", "--ranks", "2", "--env", "UCX_POSIX_USE_PROC_LINK=n", "-m", "allreduce",
+    res, doc, out = run("mpich.sif", "--ranks", "2", "--env", "UCX_POSIX_USE_PROC_LINK=n", "-m", "allreduce",
                       "--allreduce-sizes", "8,1048576", timeout=120)
     assert res.rc == 1, res
     assert result_of(doc, "allreduce.mpi4py[8]")["outcome"] == "passed"   # kept from the ranks' journals
     died = result_of(doc, "allreduce.mpi4py[1048576]")
     assert died["outcome"] == "error" and died["gotcha"] == "ucx-cma-eperm"
     assert all(l["reason"] == "died during allreduce.mpi4py[1048576]" for l in doc["lost"])
+    # The merged report keeps the precise cause of the lost ranks, not just "rank lost".
+    rep = run_as_user(["report", str(out), "--json", "-"])
+    assert rep.rc in (1, 3), rep
+    assert {l["gotcha"] for l in rep.json()["lost"]} == {"ucx-cma-eperm"}
 
 
 def test_hung_launch_ends_in_a_report():

@@ -51,10 +51,11 @@ class Lost:
     image: str
     night: str
     launch: str
+    gotcha: str = "rank-lost"   # or what the launch's own output named (launch.json)
 
     def as_dict(self) -> dict:
         return {"rank": self.rank, "host": self.host, "reason": self.reason, "image": self.image,
-                "night": self.night, "launch": self.launch, "gotcha": "rank-lost"}
+                "night": self.night, "launch": self.launch, "gotcha": self.gotcha}
 
 
 @dataclass
@@ -274,12 +275,15 @@ def merge(inputs: Inputs, expect_ranks: Optional[int] = None,
 
         # Lost ranks: named by launch.json, left unreadable, or simply missing.
         missing: Dict[int, Tuple[str, str]] = {}
+        named: Dict[int, str] = {}
         for item in meta.get("lost") or []:
             try:
                 r = int(item.get("rank"))
             except (TypeError, ValueError, AttributeError):
                 continue
             missing[r] = (str(item.get("host") or "?"), str(item.get("reason") or "reported lost by the launch"))
+            if item.get("gotcha") in catalog.load():
+                named[r] = item["gotcha"]
         for p in unreadable.get(d, []):
             m = re.search(r"junit-r(\d+)-", os.path.basename(p))
             if m and int(m.group(1)) not in found:
@@ -291,9 +295,8 @@ def merge(inputs: Inputs, expect_ranks: Optional[int] = None,
         for r in sorted(missing):
             if r in found:
                 continue  # a launch may call a rank lost that still wrote its file: the file wins
-            lost.append(Lost(r, missing[r][0], missing[r][1], image, night, d))
+            lost.append(Lost(r, missing[r][0], missing[r][1], image, night, d, named.get(r, "rank-lost")))
 
-        fix_lost = catalog.get("rank-lost").fix_line
         for rf in ranks:
             ref: RankRef = (rf.rank if rf.rank is not None else -1, rf.host, d)
             for c in rf.cases:
@@ -314,7 +317,8 @@ def merge(inputs: Inputs, expect_ranks: Optional[int] = None,
             ref = (lr.rank, lr.host, d)
             for probe in launch_probes:
                 rows[(night, image, probe)].entries.append(
-                    (ref, (probe, "lost", 0.0, f"rank {lr.rank} lost: {lr.reason}", "rank-lost", fix_lost, None, "")))
+                    (ref, (probe, "lost", 0.0, f"rank {lr.rank} lost: {lr.reason}", lr.gotcha,
+                           catalog.get(lr.gotcha).fix_line, None, "")))
 
     for row in rows.values():
         if row.probe in refs:

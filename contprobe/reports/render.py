@@ -49,7 +49,7 @@ def _fix_cell(r: CaseResult) -> str:
 
 def table(results: List[CaseResult], tablefmt: str = "simple") -> str:
     rows = [[r.probe, r.outcome.upper() if r.outcome in FAILING else r.outcome, f"{r.duration_s:.2f}",
-             r.gotcha or "", _shorten(r.message if r.outcome != "passed" else "", 70), _shorten(_fix_cell(r), 70)]
+             r.gotcha or "", _shorten(r.message, 70), _shorten(_fix_cell(r), 70)]
             for r in results]
     return tabulate(rows, headers=["probe", "outcome", "s", "gotcha", "message", "fix"], tablefmt=tablefmt)
 

@@ -51,16 +51,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-mirror_uri() {
-    local u=""
-    if [ -n "${CONTPROBE_APT_MIRROR:-}" ]; then echo "$CONTPROBE_APT_MIRROR"; return; fi
-    u=$(grep -hsE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null \
-        | awk '{print $2}' | grep -vE 'security|updates' | grep -E 'debian/?$' | head -n1 || true)
-    [ -n "$u" ] || u=$(grep -hsE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
-        | awk '$3 !~ /security|updates/ {for(i=2;i<=NF;i++) if($i ~ /^(http|https|file):/){print $i; exit}}' \
-        | grep -E 'debian/?$' | head -n1 || true)
-    echo "${u:-http://deb.debian.org/debian}"
-}
+# shellcheck source=lib/apt-mirror.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/apt-mirror.sh"
 MIRROR=$(mirror_uri)
 
 # ---------- helpers ------------------------------------------------------------------------------

@@ -47,17 +47,8 @@ else
 fi
 
 # --- 2. apptainer + libc6 from unstable, unpacked privately -----------------------------------
-mirror_uri() {
-    # The Debian URI this machine's apt uses (deb822 or one-line format); fallback deb.debian.org.
-    local u=""
-    if [ -n "${CONTPROBE_APT_MIRROR:-}" ]; then echo "$CONTPROBE_APT_MIRROR"; return; fi
-    u=$(grep -hsE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null \
-        | awk '{print $2}' | grep -vE 'security|updates' | grep -E 'debian/?$' | head -n1 || true)
-    [ -n "$u" ] || u=$(grep -hsE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
-        | awk '$3 !~ /security|updates/ {for(i=2;i<=NF;i++) if($i ~ /^(http|https|file):/){print $i; exit}}' \
-        | grep -E 'debian/?$' | head -n1 || true)
-    echo "${u:-http://deb.debian.org/debian}"
-}
+# shellcheck source=lib/apt-mirror.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/apt-mirror.sh"
 
 # bump when the way of installing changes: an older install is then redone
 INSTALL_REV=2

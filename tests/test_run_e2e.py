@@ -163,3 +163,14 @@ def test_truncated_sif():
 def test_bind_source_that_does_not_exist():
     line = bad_input(["run", str(image("base.sif")), "-B", "/nonexistent/data"])
     assert "/nonexistent/data does not exist" in line
+
+
+def test_sandbox_directory_image():
+    image("base.sif")
+    sandbox = Path(os.environ.get("CONTPROBE_IMAGES", "/var/tmp/contprobe-images")) / "rootfs"
+    if not (sandbox / "usr").is_dir():
+        pytest.skip(f"{sandbox} not built (bash ci/build-test-images.sh)")
+    res, doc, _ = run_json([str(sandbox), "-m", "env"])
+    assert res.rc == 0, res
+    assert doc["context"]["image_kind"] == "sandbox" and doc["context"]["image_digest"] == ""
+    assert doc["context"]["image"] == str(sandbox)

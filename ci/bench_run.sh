@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# Wall time of `contprobe run IMAGE` against the floor of the same launch doing nothing plus the
+# probes' own work. Target (README): contprobe run <= 1.5x (floor + probe work).
+#
+#   bash ci/bench_run.sh                   # as root (containers run as $CONTPROBE_USER) or as that user
+#   N=9 IMG=/var/tmp/contprobe-images/mpich.sif bash ci/bench_run.sh
+#   PROFILE=1 bash ci/bench_run.sh         # also time contprobe's own phases (always done if ratio > 1.5)
+#
+# Measured, interleaved, N times each (median reported):
+#   floor        apptainer exec IMG python3 -c pass
+#   floor+probes the bare launch of the probe suite: the exact command contprobe itself ran (taken from
+#                <out>/launch.json "argv" of a warm-up run), re-run with the same staged harness and an
+#                emptied results directory. This is the floor plus the probes' own work.
+#   run          contprobe run IMG --no-rerun --out <fresh dir>   (python -m contprobe from the checkout)
+# ratio = run / (floor+probes); contprobe's own cost = run - (floor+probes).
+#
+# Environment: IMG (default $CONTPROBE_IMAGES/base.sif), N (5), CONTPROBE_USER (cpuser),
+# PY (a Python with contprobe's deps usable by that user; default /opt/contprobe/venv/bin/python,
+# else /tmp/devu/bin/python), WORK (scratch dir, default /tmp/contprobe-bench-run), PROFILE (0/1).
+set -euo pipefail
+umask 022
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+IMAGES=${CONTPROBE_IMAGES:-/var/tmp/contprobe-images}
+IMG=${IMG:-$IMAGES/base.sif}
+N=${N:-5}
+RUSER=${CONTPROBE_USER:-cpuser}
+WORK=${WORK:-/tmp/contprobe-bench-run}
+PROFILE=${PROFILE:-0}
+
+log() { printf '[bench-run] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# run as the unprivileged user when we are root (root cannot run apptainer on the CI machine)
+if [[ $(id -u) -eq 0 ]]; then
+    id "$RUSER" >/dev/null 2>&1 || die "user $RUSER missing (ci/install-apptainer.sh creates it)"
+    as_user() { runuser -u "$RUSER" -- "$@"; }
+else
+    as_user() { "$@"; }
+fi
+if [[ -z ${PY:-} ]]; then
+    for PY in /opt/contprobe/venv/bin/python /tmp/devu/bin/python; do
+        as_user "$PY" -c 'import junitparser, tabulate, pytest' 2>/dev/null && break
+        PY=
+    done
+fi
+[[ -n $PY ]] || die "no Python with contprobe's deps usable by $(as_user id -un); set PY"
+[[ -r $IMG ]] || die "image $IMG not readable (bash ci/build-test-images.sh)"
+as_user test -r "$REPO/contprobe/cli.py" || die "$REPO not readable by $(as_user id -un)"
+command -v apptainer >/dev/null || die "apptainer not on PATH"
+
+rm -rf "$WORK"
+mkdir -p "$WORK"
+[[ $(id -u) -eq 0 ]] && chown "$RUSER" "$WORK"
+cd "$WORK"
+
+# wall seconds of one command (output discarded, exit status checked)
+wall() {
+    local t0 t1
+    t0=$(date +%s%N)
+    "$@" >/dev/null 2>&1 || { log "failed: $*"; "$@" >&2 || true; die "command failed"; }
+    t1=$(date +%s%N)
+    awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f\n", (b-a)/1e9}'
+}
+median() { sort -g | awk '{a[NR]=$1} END{if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+
+run_contprobe() { as_user env PYTHONPATH="$REPO" "$PY" -m contprobe run "$IMG" --no-rerun --out "$1"; }
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+log "image $IMG, N=$N, user $(as_user id -un), python $PY, load $LOAD_BEFORE"
+
+# warm-up (page cache, harness staging) and the exact probe-suite command contprobe launches
+run_contprobe "$WORK/warm" >/dev/null || die "contprobe run failed (see $WORK/warm/launch.log)"
+mapfile -t PROBE_ARGV < <("$PY" -c 'import json,sys; print("\n".join(json.load(open(sys.argv[1]))["argv"]))' \
+    "$WORK/warm/launch.json")
+RANKS_DIR="$WORK/warm/ranks"
+bare_probes() { rm -rf "${RANKS_DIR:?}"/*; as_user "${PROBE_ARGV[@]}"; }
+as_user apptainer exec "$IMG" python3 -c pass 2>/dev/null || die "apptainer exec $IMG failed as $RUSER"
+
+floor=(); probes=(); runs=()
+for i in $(seq 1 "$N"); do
+    floor+=("$(wall as_user apptainer exec "$IMG" python3 -c pass)")
+    probes+=("$(wall bare_probes)")
+    rm -rf "$WORK/run"
+    runs+=("$(wall run_contprobe "$WORK/run")")
+    log "round $i: floor ${floor[-1]} s, floor+probes ${probes[-1]} s, run ${runs[-1]} s"
+done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+F=$(printf '%s\n' "${floor[@]}" | median)
+P=$(printf '%s\n' "${probes[@]}" | median)
+R=$(printf '%s\n' "${runs[@]}" | median)
+RATIO=$(awk -v r="$R" -v p="$P" 'BEGIN{printf "%.2f", r/p}')
+VERDICT=$(awk -v x="$RATIO" 'BEGIN{print (x <= 1.5) ? "meets" : "MISSES"}')
+
+profile() {
+    # contprobe's own phases, timed by wrapping its functions in real `contprobe run`s (a fresh
+    # process each, PROFILE_K times, default 5; medians per phase). Start times are seconds since the
+    # driver's first line, so the interpreter's own start (`python -c pass`) comes on top.
+    local k
+    : >"$WORK/profile.jsonl"
+    for k in $(seq 1 "${PROFILE_K:-5}"); do
+        rm -rf "$WORK/prof"
+        as_user env PYTHONPATH="$REPO" "$PY" - "$IMG" "$WORK/prof" >>"$WORK/profile.jsonl" <<'EOF'
+import contextlib, io, json, sys, time
+T0 = time.monotonic()
+spans = []
+def wrap(mod, name, label):
+    fn = getattr(mod, name)
+    def w(*a, **k):
+        t = time.monotonic()
+        try:
+            return fn(*a, **k)
+        finally:
+            spans.append((label, t - T0, time.monotonic() - T0))
+    setattr(mod, name, w)
+import contprobe.cli as cli
+import contprobe.cmd_run as cr
+from contprobe import harness, image, runtime
+spans.append(("imports (contprobe.cli -> plugin -> pytest; cmd_run ...)", 0.0, time.monotonic() - T0))
+wrap(cr, "run_all", "host checks (run_all)")
+wrap(runtime, "probe", "`apptainer --version` (runtime.probe), all calls")
+wrap(image, "resolve", "image.resolve (SIF header check), all calls")
+wrap(image.Image, "digest", "SIF sha256 digest (thread, overlaps stage/launch)")
+wrap(harness, "stage", "harness.stage (copy package, unpack pytest wheels, chmod)")
+wrap(cr, "execute", "launch: apptainer exec of the probe suite")
+wrap(cr, "collect", "collect (read rank JUnit + journals)")
+wrap(cr, "merged_junit", "merged_junit (junitparser)")
+wrap(cr, "emit", "emit (render the table and outputs)")
+tm = time.monotonic()
+with contextlib.redirect_stdout(io.StringIO()):
+    rc = cli.main(["run", sys.argv[1], "--no-rerun", "--out", sys.argv[2]])
+spans.append(("cli.main, whole", tm - T0, time.monotonic() - T0))
+print(json.dumps({"rc": rc, "spans": spans}))
+EOF
+    done
+    "$PY" - "$WORK/profile.jsonl" <<'EOF'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+order, start, dur, calls = [], {}, {}, {}
+for r in runs:
+    seen = {}
+    for label, s, e in r["spans"]:
+        if label not in order:
+            order.append(label)
+        row = seen.setdefault(label, [0, s, 0.0])
+        row[0] += 1
+        row[2] += e - s
+    for label, (n, s, d) in seen.items():
+        start.setdefault(label, []).append(s)
+        dur.setdefault(label, []).append(d)
+        calls[label] = n
+order.sort(key=lambda l: statistics.median(start[l]))
+print("| phase | calls | starts at [s] | takes [s] (median of %d runs) |" % len(runs))
+print("|---|---|---|---|")
+for l in order:
+    print("| %s | %d | %.3f | %.3f |" % (l, calls[l], statistics.median(start[l]), statistics.median(dur[l])))
+EOF
+    echo
+    echo "Interpreter start and imports, each a fresh process (median of 5):"
+    echo
+    local t_pass t_pytest t_imp
+    t_pass=$(for _ in 1 2 3 4 5; do wall as_user "$PY" -c pass; done | median)
+    t_pytest=$(for _ in 1 2 3 4 5; do wall as_user "$PY" -c 'import pytest'; done | median)
+    t_imp=$(for _ in 1 2 3 4 5; do wall as_user env PYTHONPATH="$REPO" "$PY" -c 'import contprobe.cli, contprobe.cmd_run'; done | median)
+    echo "| command | median [s] |"
+    echo "|---|---|"
+    echo "| \`python -c pass\` | $t_pass |"
+    echo "| \`python -c 'import pytest'\` | $t_pytest |"
+    echo "| \`python -c 'import contprobe.cli, contprobe.cmd_run'\` | $t_imp |"
+    echo
+    echo "Slowest imports of \`python -X importtime -m contprobe --help\` (cumulative us, top 10):"
+    echo
+    as_user env PYTHONPATH="$REPO" "$PY" -X importtime -m contprobe --help 2>&1 >/dev/null \
+        | awk -F'|' '/^import time:/ && $2+0 > 0 {gsub(/^ +| +$/, "", $3); print $2+0, $3}' \
+        | sort -rn | head -10 | awk '{printf "    %8d  %s\n", $1, $2}'
+}
+
+echo
+echo "## contprobe run vs the bare launch ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load $LOAD_BEFORE -> $LOAD_AFTER)"
+echo
+echo "image: $IMG ($(du -m "$IMG" | cut -f1) MB), user $(as_user id -un), N=$N, median seconds"
+echo
+echo "| what | median [s] | all runs [s] |"
+echo "|---|---|---|"
+echo "| floor: \`apptainer exec IMG python3 -c pass\` | $F | ${floor[*]} |"
+echo "| floor + probe work: bare launch of the probe suite (launch.json argv) | $P | ${probes[*]} |"
+echo "| probe work alone (difference) | $(awk -v a="$P" -v b="$F" 'BEGIN{printf "%.3f", a-b}') | |"
+echo "| \`contprobe run IMG --no-rerun\` | $R | ${runs[*]} |"
+echo "| contprobe's own cost (run - bare launch) | $(awk -v a="$R" -v b="$P" 'BEGIN{printf "%.3f", a-b}') | |"
+echo
+echo "ratio run / (floor + probe work) = $RATIO (target <= 1.5: $VERDICT)"
+if [[ $PROFILE == 1 || $VERDICT == MISSES ]]; then
+    echo
+    echo "## where contprobe's own time goes (${PROFILE_K:-5} instrumented runs; seconds since the driver's first line)"
+    echo
+    profile
+fi

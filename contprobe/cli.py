@@ -9,7 +9,7 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 from contprobe import __version__, catalog
-from contprobe.plugin import parse_bind, parse_env, parse_gpus, parse_sizes
+from contprobe.expect import parse_bind, parse_env, parse_gpus, parse_sizes
 from contprobe.suite import Expectations, UsageError, check_markexpr
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3

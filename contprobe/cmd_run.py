@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Tuple
 
 from contprobe import catalog, harness, image as images, launcher as launchers, runtime as runtimes, site as sites
 from contprobe.checks import HostOptions, run_all
-from contprobe.cli import (EXIT_USAGE, add_expectations, add_outputs, emit, expectations)
+from contprobe.cli import add_expectations, add_outputs, emit, expectations
 from contprobe.reports import junit, partial
 from contprobe.reports.junit import CaseResult
 from contprobe.suite import Expectations, UsageError, run_argv_quoted
@@ -304,6 +304,11 @@ def host_gpus() -> bool:
     return rc == 0 and "GPU" in out
 
 
+def user_cache() -> str:
+    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+                        "contprobe")
+
+
 def default_out(image_ref: str) -> str:
     stem = os.path.basename(image_ref.rstrip("/")).split(".")[0] or "image"
     return os.path.join("contprobe-results", f"{stem}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
@@ -334,7 +339,7 @@ def make_plan(ns: argparse.Namespace) -> Tuple[Plan, sites.Site, List[CaseResult
         rt = runtimes.detect(ns.runtime)
     except runtimes.RuntimeNotFound:
         return None, site, host, ""  # type: ignore[return-value]
-    cache = ns.cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "contprobe", "images")
+    cache = ns.cache_dir or os.path.join(user_cache(), "images")
     try:
         img = images.resolve(ns.image, rt, cache)
     except images.ImageError as exc:
@@ -378,7 +383,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
         ctx = {"mode": "run", "image": ns.image, "site": site.name}
         return emit(ns, host, ctx, None, title="contprobe run")
     digest: Dict[str, str] = {}
-    hasher = threading.Thread(target=lambda: digest.setdefault("d", plan.image.digest()), daemon=True)
+    hasher = threading.Thread(target=lambda: digest.setdefault("d", plan.image.digest(user_cache())), daemon=True)
     hasher.start()  # hashing a multi-GB SIF overlaps with the launch instead of adding to it
     argv = plan.argv()
     res, ranks, lost, unreadable = launch_and_collect(plan, out, ns.timeout)

@@ -34,15 +34,33 @@ class Image:
     path: str         # what the runtime is given (a local SIF or sandbox directory)
     kind: str         # sif | sandbox | squashfs | remote
 
-    def digest(self) -> str:
-        """sha256 of a SIF file; sandboxes and squashfs report no digest."""
+    def digest(self, cache_dir: Optional[str] = None) -> str:
+        """sha256 of a SIF file; sandboxes and squashfs report no digest.
+
+        Cached by (device, inode, size, mtime): nightly runs hash each multi-GB image once.
+        """
         if self.kind not in ("sif", "remote"):
             return ""
+        st = os.stat(self.path)
+        key = f"{st.st_dev}-{st.st_ino}-{st.st_size}-{st.st_mtime_ns}"
+        cache = os.path.join(cache_dir, "digests", key) if cache_dir else None
+        if cache and os.path.isfile(cache):
+            with open(cache) as fh:
+                return fh.read().strip()
         h = hashlib.sha256()
         with open(self.path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 22), b""):
                 h.update(chunk)
-        return "sha256:" + h.hexdigest()
+        digest = "sha256:" + h.hexdigest()
+        if cache:
+            try:
+                os.makedirs(os.path.dirname(cache), exist_ok=True)
+                with open(cache + ".tmp", "w") as fh:
+                    fh.write(digest)
+                os.replace(cache + ".tmp", cache)
+            except OSError:
+                pass  # a read-only cache only costs the next run the hash
+        return digest
 
 
 def check_sif(path: str) -> None:

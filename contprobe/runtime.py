@@ -4,6 +4,7 @@ One small description per flavour; no string is ever pasted into a shell.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -60,7 +61,9 @@ def parse_version(text: str) -> Optional[tuple]:
     return None
 
 
+@functools.lru_cache(maxsize=None)
 def probe(executable: str) -> Optional[Runtime]:
+    """The runtime behind a name on PATH (asked once per process: host checks and the plan share it)."""
     path = shutil.which(executable)
     if not path:
         return None

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from contprobe.plugin import MARKERS
+from contprobe.expect import MARKERS
 
 PROBES_DIR = Path(__file__).resolve().parent / "probes"
 MARKEXPR_WORDS = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

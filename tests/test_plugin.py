@@ -9,7 +9,7 @@ import junitparser
 import pytest
 
 from contprobe import catalog
-from contprobe.plugin import MARKERS, parse_bind, parse_env, parse_gpus, parse_sizes
+from contprobe.expect import MARKERS, parse_bind, parse_env, parse_gpus, parse_sizes
 
 SECRET = "supersecret123"
 PROXY_PW = "pw4proxy"

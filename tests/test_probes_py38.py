@@ -12,7 +12,7 @@ from conftest import ROOT
 
 IN_IMAGE = ["contprobe/__init__.py", "contprobe/plugin.py", "contprobe/probes", "contprobe/catalog.py",
             "contprobe/context.py", "contprobe/diagnose.py", "contprobe/redact.py", "contprobe/mpi_info.py",
-            "contprobe/_vendor"]
+            "contprobe/expect.py", "contprobe/bootstrap.py", "contprobe/_vendor"]
 STDLIB = set(getattr(sys, "stdlib_module_names", ()))
 
 

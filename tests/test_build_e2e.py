@@ -104,3 +104,20 @@ def test_no_subuid_range_is_named(base, user_without_subids):
 def test_missing_recipe_is_bad_input(base):
     res = run_as_user(["build-check", "--base", base, "--recipe", "/nonexistent.def"])
     assert res.rc == 2 and res.err.count("\n") == 1 and "no such file" in res.err, res
+
+
+def test_site_proxy_ca_missing_in_build_is_named(base):
+    """A %post that fetches over HTTPS fails the way it does behind a TLS-intercepting site proxy:
+    the image's CA bundle lacks the proxy's CA (the CI machine's network is such a proxy)."""
+    recipe = Path(user_dir("contprobe-recipe-")) / "https.def"
+    recipe.write_text(f"Bootstrap: localimage\nFrom: {base}\n\n%post\n"
+                      "    python3 -c \"import urllib.request; urllib.request.urlopen('https://pypi.org/simple/six/', "
+                      "timeout=30)\"\n")
+    os.chmod(recipe, 0o644)
+    res, doc, out = build_check(["--base", base, "--recipe", str(recipe), "-m", "env"])
+    build = result_of(doc, "build.fakeroot")
+    if build["outcome"] == "passed":
+        pytest.skip("this machine's HTTPS is not intercepted: nothing to diagnose")
+    assert res.rc == 1, res
+    assert build["gotcha"] == "proxy-ca-missing", build
+    assert "PIP_CERT" in build["fix"] or "ca-certificates" in build["fix"]

@@ -98,3 +98,17 @@ def test_hung_launch_ends_in_a_report():
     assert res.rc == 1, res
     assert {l["rank"] for l in doc["lost"]} == {0, 1}
     assert any("timed out" in r["message"] for r in doc["results"] if r["outcome"] == "lost")
+
+
+def test_mpi_library_bound_from_the_host_is_reported_as_such():
+    """Where libmpi came from: the image's own, or the host's bound in (as with Cray MPICH's ABI module)."""
+    lib = Path("/usr/lib/x86_64-linux-gnu/libmpich.so.12")
+    if not lib.exists():
+        pytest.skip("host has no libmpich.so.12 (apt-get install libmpich12)")
+    real = lib.resolve()
+    res, doc, _ = run("mpich.sif", "--ranks", "2", *UCX_OK, "-B", f"{real}:{real}:ro",
+                      "-m", "mpi and not allreduce")
+    assert res.rc == 0, res
+    assert doc["context"]["mpi_origin"] == f"host (bound at {real})"
+    res, doc, _ = run("mpich.sif", "--ranks", "2", *UCX_OK, "-m", "mpi and not allreduce")
+    assert doc["context"]["mpi_origin"] == "image"

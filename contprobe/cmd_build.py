@@ -85,7 +85,9 @@ def cmd_build_check(ns: argparse.Namespace) -> int:
         run_ns = argparse.Namespace(**{**vars(ns), "image": target, "out": os.path.join(out, "probes"),
                                        "json": None, "junit": None, "markdown": None,
                                        "expect_env": ns.expect_env + ([f"{MARKER_VAR}=1"] if not ns.recipe else [])})
-        from contprobe.cmd_run import aggregate, launch_and_collect, make_plan
+        from contprobe.cmd_run import make_plan
+        from contprobe.launch import launch_and_collect
+        from contprobe.ranks import aggregate
         plan, _, _, run_out = make_plan(run_ns)
         res, ranks, lost, _ = launch_and_collect(plan, run_out, ns.timeout)
         results += aggregate(ranks, lost, f"launch exit code {res.returncode}")

@@ -68,9 +68,16 @@ class _Resolver:
                                                        and getattr(node.func.value, "id", "") == "diagnose")
             if name in EMITTING_CALLS and bare or name == "get" and _is_catalog_attr(node):
                 ids |= self.strings(node.args[0], set())
+            elif name == "failed" and bare:                 # host checks: failed(gotcha, message)
+                ids |= self.strings(node.args[0], set())
+            elif name == "skipped" and bare and len(node.args) > 1:   # skipped(message, gotcha)
+                ids |= self.strings(node.args[1], set())
             elif name == "match" and len(node.args) > 1:
                 ids |= self.strings(node.args[1], set())
-        return ids
+        for target, values in self.assignments.items():  # candidate lists: LAUNCH_GOTCHAS, BUILD_GOTCHAS, ...
+            if target.endswith("_GOTCHAS"):
+                ids |= set().union(set(), *(self.strings(v, set()) for v in values))
+        return ids - {""}  # "" is "no gotcha" (a passed check), guarded before any lookup
 
 
 def _call_name(call: ast.Call) -> str:
@@ -84,7 +91,7 @@ def _is_catalog_attr(call: ast.Call) -> bool:
 
 
 def emitted_ids() -> Dict[str, Set[str]]:
-    files = sorted(PROBES.glob("*.py")) + [ROOT / "contprobe" / "plugin.py", ROOT / "contprobe" / "diagnose.py"]
+    files = sorted(p for p in (ROOT / "contprobe").rglob("*.py") if "_vendor" not in p.parts)
     return {str(p.relative_to(ROOT)): _Resolver(ast.parse(p.read_text())).emitted() for p in files}
 
 
@@ -94,7 +101,9 @@ def test_static_collection_finds_the_ids_it_should():
     for gid in ("no-gpu-visible", "nv-flag-missing", "torch-cpu-build", "mpi-singleton", "bind-missing",
                 "bind-not-writable", "user-site-shadow", "ld-preload-leak", "proxy-missing",
                 "nvidia-driver-not-loaded", "nvml-version-mismatch", "gpu-count-low", "horovod-missing",
-                "allreduce-wrong", "cuda-driver-too-old", "nvcc-missing", "rank-lost", "mpi4py-missing"):
+                "allreduce-wrong", "cuda-driver-too-old", "nvcc-missing", "rank-lost", "mpi4py-missing",
+                "ucx-shm-proc-link", "ucx-cma-eperm", "subuid-range-small", "proxy-ca-missing",
+                "user-namespaces-disabled", "runtime-not-found", "cache-in-home", "build-permission-denied"):
         assert gid in found, gid
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 
 from contprobe import harness, runtime
-from contprobe.cmd_run import Plan, plan_reruns
+from contprobe.launch import Plan
+from contprobe.rerun import plan_reruns
 from contprobe.image import Image
 from contprobe.reports.junit import CaseResult
 from contprobe.suite import Expectations

@@ -140,3 +140,54 @@ def test_torch_nccl(torch_dist, launch, expect_gpus, in_container, record_metric
     wrong = timed_all_reduce(torch, dist, t, group, record_metric, sync=torch.cuda.synchronize)
     if wrong:
         fail("allreduce-wrong", f"NCCL all_reduce over {dist.get_world_size()} ranks: {wrong} wrong element(s)")
+
+
+def cuda_aware(MPI) -> str:
+    """Why this MPI can take GPU buffers, or '' when nothing says it can."""
+    query = getattr(MPI, "Query_cuda_support", None)  # MPIX_Query_cuda_support, mpi4py >= 4
+    if query is not None:
+        try:
+            if query():
+                return "MPI_Query_cuda_support() is true"
+        except Exception:  # an MPI without the extension raises NotImplementedError
+            pass
+    if os.environ.get("MPICH_GPU_SUPPORT_ENABLED") == "1":
+        return "MPICH_GPU_SUPPORT_ENABLED=1 (Cray MPICH with the GTL)"
+    return ""
+
+
+def test_mpi4py_gpu(MPI, expect_gpus, in_container, record_metric):
+    """mpi4py Allreduce on GPU buffers (torch tensors), when the MPI is CUDA-aware: 64 MiB."""
+    try:
+        import torch
+    except ModuleNotFoundError:
+        skip("torch-missing", "torch is not installed: no GPU buffers to reduce")
+    if not torch.cuda.is_available():
+        from contprobe.probes.test_torch import why_no_cuda
+        gotcha = why_no_cuda(torch, in_container)
+        if expect_gpus:
+            fail(gotcha, "GPU-buffer allreduce needs a visible GPU")
+        skip(gotcha, "no GPU visible to torch: GPU-buffer allreduce not run")
+    why = cuda_aware(MPI)
+    if not why:
+        pytest.skip("this MPI is not known to be CUDA-aware: GPU buffers are not handed to it")
+    comm = MPI.COMM_WORLD
+    n, rank = comm.Get_size(), comm.Get_rank()
+    send = torch.full((16 << 20,), float(rank + 1), dtype=torch.float32, device="cuda")
+    recv = torch.zeros_like(send)
+    torch.cuda.synchronize()
+    comm.Allreduce(send, recv, op=MPI.SUM)  # buffers through __cuda_array_interface__
+    torch.cuda.synchronize()
+    wrong = comm.allreduce(int((recv != float(n * (n + 1) // 2)).sum().item()), op=MPI.SUM)
+    reps = iterations(send.numel() * 4)
+    comm.Barrier()
+    t0 = MPI.Wtime()
+    for _ in range(reps):
+        comm.Allreduce(send, recv, op=MPI.SUM)
+    torch.cuda.synchronize()
+    elapsed = comm.allreduce(MPI.Wtime() - t0, op=MPI.SUM) / n / reps
+    algbw = send.numel() * 4 / elapsed / 1e9
+    record_metric("time_us", elapsed * 1e6)
+    record_metric("busbw_gbps", algbw * bus_factor(n))
+    if wrong:
+        fail("allreduce-wrong", f"MPI Allreduce on GPU buffers over {n} ranks ({why}): {wrong} wrong element(s)")

@@ -87,6 +87,29 @@ def test_matmul(torch, expect_gpus, in_container, record_metric):
     record_metric("matmul_fp16_tflops", 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e12)
 
 
+def test_h2d_bandwidth(torch, expect_gpus, in_container, record_metric):
+    """Pinned host-to-device copy of 256 MiB to every GPU; the slowest GPU's GB/s is the figure."""
+    if not torch.cuda.is_available():
+        if expect_gpus:
+            fail(why_no_cuda(torch, in_container), "no GPU to copy to")
+        skip(why_no_cuda(torch, in_container), "no GPU visible to torch: host-to-device copy not run")
+    host = torch.ones(64 << 20, dtype=torch.float32).pin_memory()
+    rates = []
+    for i in range(torch.cuda.device_count()):
+        dev = torch.empty_like(host, device=f"cuda:{i}")
+        dev.copy_(host, non_blocking=True)
+        torch.cuda.synchronize(i)
+        reps = 5
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            dev.copy_(host, non_blocking=True)
+        torch.cuda.synchronize(i)
+        rates.append(host.numel() * 4 * reps / (time.perf_counter() - t0) / 1e9)
+        if float(dev[-1].item()) != 1.0:
+            fail("gpu-compute-wrong", f"cuda:{i}: host-to-device copy arrived wrong")
+    record_metric("h2d_gbps", min(rates))
+
+
 def test_nccl(torch, expect_gpus, in_container):
     import torch.distributed as dist
     if not torch.cuda.is_available():

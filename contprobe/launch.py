@@ -47,13 +47,14 @@ class Plan:
             exp = dataclasses.replace(exp, keyword=None, markexpr=None)
         # --capture=sys: what C libraries (UCX, NCCL, the MPI) write to fd 2 reaches the launch log,
         # which is the only evidence left when they abort a rank.
-        pytest_args = ["-q", "-rN", "--color=no", "--capture=sys", "--results-dir", harness.RESULTS_MOUNT] \
-            + exp.pytest_args()
+        use_nv = self.nv if nv is None else nv
+        pytest_args = ["-q", "-rN", "--color=no", "--capture=sys", "--results-dir", harness.RESULTS_MOUNT,
+                       "--container-nv", "yes" if use_nv else "no"] + exp.pytest_args()
         spec = runtimes.ExecSpec(
             image=self.image.path,
             command=harness.bootstrap_command(self.python, pytest_args, list(targets),
                                               0 if single else self.gpus_per_node, self.gpu_order),
-            nv=self.nv if nv is None else nv,
+            nv=use_nv,
             binds=[*self.spec_binds, *binds, f"{self.harness_dir}:{harness.MOUNT}:ro", f"{rdir}:{harness.RESULTS_MOUNT}"],
             env={**self.spec_env, **(env or {})}, cleanenv=self.cleanenv)
         inner = runtimes.exec_argv(self.rt, spec)

@@ -54,6 +54,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help=f"allreduce message sizes in bytes (default {DEFAULT_ALLREDUCE_SIZES})")
     g.addoption("--results-dir", default=None, metavar="DIR",
                 help="write JUnit to DIR/junit-r<rank>-<host>.xml (one file per rank)")
+    g.addoption("--container-nv", choices=["yes", "no"], default=None,
+                help="set by contprobe run: whether the container was started with --nv")
     g.addoption("--probe-timeout", type=float, default=300.0, metavar="S",
                 help="seconds one probe may take before it is failed (hard exit after 2x)")
 

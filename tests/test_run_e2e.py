@@ -174,3 +174,16 @@ def test_sandbox_directory_image():
     assert res.rc == 0, res
     assert doc["context"]["image_kind"] == "sandbox" and doc["context"]["image_digest"] == ""
     assert doc["context"]["image"] == str(sandbox)
+
+
+def test_missing_gpu_blames_nv_only_when_nv_was_not_given():
+    """Without --nv a missing GPU is nv-flag-missing; with --nv on a host without GPUs it is not."""
+    img = str(image("base.sif"))
+    res, doc, _ = run_json([img, "-m", "gpu", "--expect-gpus", "1"])
+    assert res.rc == 1, res
+    assert result_of(doc, "gpu.nvidia_smi")["gotcha"] == "nv-flag-missing"
+    assert doc["reruns"] == []  # this host has no GPU: a --nv re-run could not pass, so none is tried
+    res, doc, _ = run_json([img, "--nv", "-m", "gpu", "--expect-gpus", "1"])
+    assert res.rc == 1, res
+    assert "--nv" in doc["context"]["command"].split()
+    assert result_of(doc, "gpu.nvidia_smi")["gotcha"] == "no-gpu-visible"

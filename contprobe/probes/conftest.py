@@ -37,6 +37,12 @@ def in_container() -> bool:
 
 
 @pytest.fixture(scope="session")
+def nv_missing(request, in_container) -> bool:
+    """In a container that was not started with --nv (or nobody said): GPU absence is then --nv's."""
+    return in_container and request.config.getoption("--container-nv") != "yes"
+
+
+@pytest.fixture(scope="session")
 def launch() -> context.LaunchInfo:
     return context.launch_info()
 

@@ -123,12 +123,12 @@ def test_torch_gloo(torch_dist, record_metric):
              f"{wrong} wrong element(s)")
 
 
-def test_torch_nccl(torch_dist, launch, expect_gpus, in_container, record_metric):
+def test_torch_nccl(torch_dist, launch, expect_gpus, nv_missing, record_metric):
     """NCCL on the GPUs: a second process group beside gloo, 64 MiB per rank."""
     torch, dist = torch_dist
     if not torch.cuda.is_available():
         from contprobe.probes.test_torch import why_no_cuda
-        gotcha = why_no_cuda(torch, in_container)
+        gotcha = why_no_cuda(torch, nv_missing)
         if expect_gpus:
             fail(gotcha, "NCCL allreduce needs a visible GPU")
         skip(gotcha, "no GPU visible to torch: NCCL allreduce not run")
@@ -156,7 +156,7 @@ def cuda_aware(MPI) -> str:
     return ""
 
 
-def test_mpi4py_gpu(MPI, expect_gpus, in_container, record_metric):
+def test_mpi4py_gpu(MPI, expect_gpus, nv_missing, record_metric):
     """mpi4py Allreduce on GPU buffers (torch tensors), when the MPI is CUDA-aware: 64 MiB."""
     try:
         import torch
@@ -164,7 +164,7 @@ def test_mpi4py_gpu(MPI, expect_gpus, in_container, record_metric):
         skip("torch-missing", "torch is not installed: no GPU buffers to reduce")
     if not torch.cuda.is_available():
         from contprobe.probes.test_torch import why_no_cuda
-        gotcha = why_no_cuda(torch, in_container)
+        gotcha = why_no_cuda(torch, nv_missing)
         if expect_gpus:
             fail(gotcha, "GPU-buffer allreduce needs a visible GPU")
         skip(gotcha, "no GPU visible to torch: GPU-buffer allreduce not run")

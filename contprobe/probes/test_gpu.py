@@ -11,18 +11,18 @@ pytestmark = pytest.mark.gpu
 KNOWN_NVSMI_FAILURES = ("nvidia-driver-not-loaded", "nvml-version-mismatch", "gpu-count-low")
 
 
-def no_gpu(in_container: bool, expect_gpus, what: str):
-    """A missing GPU is a skip unless an expectation demands one; in a container it is --nv."""
-    gotcha = "nv-flag-missing" if in_container else "no-gpu-visible"
-    reason = what + (" inside the container: was --nv given?" if in_container else "")
+def no_gpu(nv_missing: bool, expect_gpus, what: str):
+    """A missing GPU is a skip unless an expectation demands one; in a container without --nv it is --nv."""
+    gotcha = "nv-flag-missing" if nv_missing else "no-gpu-visible"
+    reason = what + (" inside the container: was --nv given?" if nv_missing else "")
     if expect_gpus:
         fail(gotcha, f"{reason} (expected {expect_gpus} GPUs)")
     skip(gotcha, reason)
 
 
-def test_nvidia_smi(nvsmi, in_container, expect_gpus, contprobe_state):
+def test_nvidia_smi(nvsmi, nv_missing, expect_gpus, contprobe_state):
     if not nvsmi.found:
-        no_gpu(in_container, expect_gpus, "nvidia-smi not found")
+        no_gpu(nv_missing, expect_gpus, "nvidia-smi not found")
     if nvsmi.rc != 0:
         gotcha = catalog.match(nvsmi.text, KNOWN_NVSMI_FAILURES)
         if gotcha == "gpu-count-low" and not expect_gpus:  # "No devices were found"
@@ -38,11 +38,11 @@ def test_nvidia_smi(nvsmi, in_container, expect_gpus, contprobe_state):
     contprobe_state.record("gpu_uuids", ";".join(r.uuid for r in nvsmi.rows))
 
 
-def test_count(nvsmi, expect_gpus, in_container):
+def test_count(nvsmi, expect_gpus, nv_missing):
     if expect_gpus is None:
         pytest.skip("no --expect-gpus given")
     if not nvsmi.found:
-        no_gpu(in_container, expect_gpus, "nvidia-smi not found")
+        no_gpu(nv_missing, expect_gpus, "nvidia-smi not found")
     found = len(nvsmi.rows)
     if found != expect_gpus:
         fail("gpu-count-low" if found < expect_gpus else "unknown",
@@ -50,9 +50,9 @@ def test_count(nvsmi, expect_gpus, in_container):
              "\n".join(f"{r.index}: {r.name} {r.uuid}" for r in nvsmi.rows))
 
 
-def test_ecc(nvsmi, in_container, expect_gpus):
+def test_ecc(nvsmi, nv_missing, expect_gpus):
     if not nvsmi.rows:
-        no_gpu(in_container, expect_gpus, "no GPU rows from nvidia-smi")
+        no_gpu(nv_missing, expect_gpus, "no GPU rows from nvidia-smi")
     rc, out, err = context.run_cmd(["nvidia-smi", "--query-gpu=index,uuid,ecc.errors.uncorrected.volatile.total,"
                                     "retired_pages.pending", "--format=csv,noheader"], 60)
     if rc != 0:

@@ -22,10 +22,11 @@ def torch():
     return _torch
 
 
-def why_no_cuda(torch, in_container: bool) -> str:
+def why_no_cuda(torch, nv_missing: bool) -> str:
+    """The gotcha for torch seeing no GPU; nv_missing: in a container started without --nv (or not known)."""
     if torch.version.cuda is None:
         return "torch-cpu-build"
-    if in_container and not has_device_nodes():
+    if nv_missing and not has_device_nodes():
         return "nv-flag-missing"
     return "no-gpu-visible"
 
@@ -35,9 +36,9 @@ def test_import(torch, contprobe_state):
     contprobe_state.record("torch_cuda", torch.version.cuda or "none")
 
 
-def test_cuda_available(torch, expect_gpus, in_container):
+def test_cuda_available(torch, expect_gpus, nv_missing):
     if not torch.cuda.is_available():
-        gotcha = why_no_cuda(torch, in_container)
+        gotcha = why_no_cuda(torch, nv_missing)
         what = (f"torch {torch.__version__} sees no GPU: torch.cuda.is_available() is False"
                 + (" (torch.version.cuda is None: CPU-only build)" if torch.version.cuda is None else ""))
         if expect_gpus:
@@ -45,20 +46,20 @@ def test_cuda_available(torch, expect_gpus, in_container):
         skip(gotcha, what)
 
 
-def test_device_count(torch, expect_gpus, in_container):
+def test_device_count(torch, expect_gpus, nv_missing):
     if expect_gpus is None:
         pytest.skip("no --expect-gpus given")
     n = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if n != expect_gpus:
-        gotcha = "gpu-count-low" if n else why_no_cuda(torch, in_container)
+        gotcha = "gpu-count-low" if n else why_no_cuda(torch, nv_missing)
         fail(gotcha, f"expected {expect_gpus} GPUs, found {n} (torch.cuda.device_count())")
 
 
-def test_matmul(torch, expect_gpus, in_container, record_metric):
+def test_matmul(torch, expect_gpus, nv_missing, record_metric):
     if not torch.cuda.is_available():
         if expect_gpus:
-            fail(why_no_cuda(torch, in_container), "no GPU to run the matmul on")
-        skip(why_no_cuda(torch, in_container), "no GPU visible to torch: matmul not run")
+            fail(why_no_cuda(torch, nv_missing), "no GPU to run the matmul on")
+        skip(why_no_cuda(torch, nv_missing), "no GPU visible to torch: matmul not run")
     gen = torch.Generator().manual_seed(1234)
     a = torch.rand(512, 512, generator=gen, dtype=torch.float64)
     b = torch.rand(512, 512, generator=gen, dtype=torch.float64)
@@ -87,12 +88,12 @@ def test_matmul(torch, expect_gpus, in_container, record_metric):
     record_metric("matmul_fp16_tflops", 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e12)
 
 
-def test_h2d_bandwidth(torch, expect_gpus, in_container, record_metric):
+def test_h2d_bandwidth(torch, expect_gpus, nv_missing, record_metric):
     """Pinned host-to-device copy of 256 MiB to every GPU; the slowest GPU's GB/s is the figure."""
     if not torch.cuda.is_available():
         if expect_gpus:
-            fail(why_no_cuda(torch, in_container), "no GPU to copy to")
-        skip(why_no_cuda(torch, in_container), "no GPU visible to torch: host-to-device copy not run")
+            fail(why_no_cuda(torch, nv_missing), "no GPU to copy to")
+        skip(why_no_cuda(torch, nv_missing), "no GPU visible to torch: host-to-device copy not run")
     host = torch.ones(64 << 20, dtype=torch.float32).pin_memory()
     rates = []
     for i in range(torch.cuda.device_count()):
@@ -110,11 +111,11 @@ def test_h2d_bandwidth(torch, expect_gpus, in_container, record_metric):
     record_metric("h2d_gbps", min(rates))
 
 
-def test_nccl(torch, expect_gpus, in_container):
+def test_nccl(torch, expect_gpus, nv_missing):
     import torch.distributed as dist
     if not torch.cuda.is_available():
         if expect_gpus:
-            fail(why_no_cuda(torch, in_container), "NCCL needs a visible GPU")
-        skip(why_no_cuda(torch, in_container), "no GPU visible: NCCL not needed")
+            fail(why_no_cuda(torch, nv_missing), "NCCL needs a visible GPU")
+        skip(why_no_cuda(torch, nv_missing), "no GPU visible: NCCL not needed")
     if not dist.is_available() or not dist.is_nccl_available():
         fail("nccl-unavailable", f"torch {torch.__version__} has no NCCL backend")

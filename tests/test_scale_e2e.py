@@ -46,9 +46,14 @@ def test_two_ranks_mpi4py_torch_and_horovod_allreduce_pass():
 
 
 def test_four_ranks_per_node_with_polaris_gpu_order():
+    # 4 ranks on 2 cores are oversubscribed: two message sizes keep the run near 30 s
     res, doc, out = run("mpich.sif", "--ranks", "4", "--ppn", "4", "--nv", "--site", "polaris", *UCX_OK,
-                        "-m", "mpi and not allreduce")
+                        "-m", "mpi or horovod or allreduce", "--allreduce-sizes", "8,1048576", timeout=600)
     assert res.rc == 0, res
+    for probe in ("allreduce.mpi4py[1048576]", "allreduce.torch_gloo", "horovod.allreduce",
+                  "mpi.world_matches_launcher", "mpi.placement"):
+        r = result_of(doc, probe)
+        assert r["outcome"] == "passed" and r["message"].startswith("4/4 ranks passed"), r
     placement = {int(p["rank"]): p for p in doc["placement"]}
     assert sorted(placement) == [0, 1, 2, 3]
     # Polaris numbers GPUs against CPU affinity: local rank r uses GPU 3 - r.

@@ -5,10 +5,10 @@ Earlier nights come from a previous report's JSON (--baseline), a directory of r
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Dict, List, Optional, Tuple
 
+from contprobe.reports.collect import read_json
 from contprobe.reports.merge import FAILING, NIGHT_DIR, Report, image_name
 
 FLAKY_WINDOW = 7          # nights looked at for alternation
@@ -28,13 +28,9 @@ def _cls(outcome: str) -> Optional[str]:
 
 def load_doc(path: str) -> Tuple[Optional[dict], str]:
     """A report or doctor JSON, or (None, why not)."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, f"{path}: cannot be read ({exc})"
-    except json.JSONDecodeError as exc:
-        return None, f"{path}: not valid JSON ({exc})"
+    doc, why = read_json(path)
+    if why:
+        return None, f"{path}: {why}"
     if not isinstance(doc, dict) or not isinstance(doc.get("results"), list) or "verdict" not in doc:
         return None, f"{path}: not a contprobe report JSON (no verdict/results)"
     return doc, ""

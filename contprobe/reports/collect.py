@@ -252,14 +252,21 @@ def read_many(items: List[Tuple[str, bool]], workers: Optional[int] = None) -> l
     return out
 
 
-def read_launch(path: str) -> Tuple[Optional[dict], Optional[str]]:
+def read_json(path: str) -> Tuple[Optional[object], Optional[str]]:
+    """(parsed JSON, None) or (None, why it cannot be used)."""
     try:
         with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
+            return json.load(fh), None
     except (OSError, UnicodeDecodeError) as exc:
         return None, f"cannot be read ({exc})"
     except json.JSONDecodeError as exc:
         return None, f"not valid JSON ({exc})"
+
+
+def read_launch(path: str) -> Tuple[Optional[dict], Optional[str]]:
+    doc, why = read_json(path)
+    if why:
+        return None, why
     if not isinstance(doc, dict):
         return None, "not a launch.json object"
     return doc, None

@@ -71,18 +71,30 @@ def summary_line(results: List[CaseResult]) -> str:
     return f"verdict: {verdict(results).upper()} ({parts or 'no probes ran'})"
 
 
-def gotcha_section(results: List[CaseResult]) -> str:
+def site_note(gotcha_id: str, site_name: str) -> str:
+    """What the site profile adds to a gotcha's fix on this machine ('' for none or an unknown site)."""
+    if not site_name:
+        return ""
+    from contprobe import site as sites
+    try:
+        return sites.load(site_name).fix_note(gotcha_id)
+    except sites.SiteError:
+        return ""
+
+
+def gotcha_section(results: List[CaseResult], site_name: str = "") -> str:
     lines = []
     for g in gotchas_hit(results):
+        note = site_note(g.id, site_name)
         lines.append(f"[{g.id}] {g.title}\n  cause: {g.cause}\n  fix:   " + g.fix.strip().replace("\n", "\n         ")
-                     + f"\n  see:   {g.source}")
+                     + (f"\n  site:  {note}" if note else "") + f"\n  see:   {g.source}")
     return "\n\n".join(lines)
 
 
 def terminal(results: List[CaseResult], context: Dict[str, str]) -> str:
     head = ", ".join(f"{k}={context[k]}" for k in ("hostname", "image", "runtime", "python") if context.get(k))
     out = [head, "", table(results), "", summary_line(results)]
-    section = gotcha_section(results)
+    section = gotcha_section(results, context.get("site", ""))
     if section:
         out += ["", "Gotchas hit:", section]
     return redact_obj("\n".join(out)) + "\n"
@@ -94,6 +106,8 @@ def markdown(results: List[CaseResult], context: Dict[str, str], title: str = "c
                                 ("hostname", "image", "runtime", "python", "driver", "cuda", "mpi_library") and v) + " |",
               "", table(results, tablefmt="github"), "", summary_line(results), ""]
     for g in gotchas_hit(results):
-        lines += [f"## `{g.id}`: {g.title}", "", f"**Cause.** {g.cause}", "", "**Fix.**", "", g.fix.strip(), "",
-                  f"Source: {g.source}", ""]
+        note = site_note(g.id, context.get("site", ""))
+        lines += [f"## `{g.id}`: {g.title}", "", f"**Cause.** {g.cause}", "", "**Fix.**", "", g.fix.strip(), ""]
+        lines += [f"**On {context['site']}.** {note}", ""] if note else []
+        lines += [f"Source: {g.source}", ""]
     return redact_obj("\n".join(lines))

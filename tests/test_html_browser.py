@@ -3,10 +3,13 @@ probe and its fix, and asks the network for nothing."""
 from __future__ import annotations
 
 import shutil
+from html import escape as html_escape
 import subprocess
 import tempfile
 
 import pytest
+
+from contprobe import catalog
 
 from tests.test_report import LEAK, clone, probe_run, report
 
@@ -38,7 +41,7 @@ def test_report_page_renders_failing_probe_and_fix(tmp_path):
     assert '<span class="verdict-failed" id="verdict">FAILED</span>' in html
     assert "env.ld_preload" in html and "failed on x3001c0s1b0n0 r4-7" in html
     assert "binds.expected[/nonexistent-contprobe]" in html
-    assert "Bind each file system you use: `apptainer exec -B /lus -B /eagle IMAGE ...`" in html
+    assert html_escape(catalog.get("bind-missing").fix_line, quote=False) in html
     assert '<tr class="outlier"><th>x3001c0s1b0n0</th>' in html
     shot = tmp_path / "shot.png"
     res = chromium("--window-size=1280,2000", f"--screenshot={shot}", page.as_uri())

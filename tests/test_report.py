@@ -372,9 +372,29 @@ def test_html_is_self_contained(real, tmp_path):
 def test_parallel_reading_equals_serial(real, tmp_path):
     d = launch(lambda r, h: real["bad"] if r % 7 == 0 else real["ok"], tmp_path / "l", 120, 30)
     (d / "junit-r00200-broken.xml").write_text("<testsuites><testsuite")
-    files, _, _ = collect.discover([str(d)])
+    files, _, _, _ = collect.discover([str(d)])
     serial = collect.read_many(files, workers=1)
     parallel = collect.read_many(files, workers=2)
     assert [(p, k, getattr(x, "cases", x), getattr(x, "context", None)) for p, k, x in serial] == \
         [(p, k, getattr(x, "cases", x), getattr(x, "context", None)) for p, k, x in parallel]
     assert sum(k == "error" for _, k, _ in parallel) == 1
+
+
+def test_rank_that_died_is_lost_and_keeps_its_journal(tmp_path):
+    """Two real ranks; rank 1 'dies' before pytest writes its JUnit: only its journal is left."""
+    d = tmp_path / "launch"
+    for rank in (0, 1):
+        probe_run(d, "--expect-bind", "/nonexistent-contprobe", PMI_RANK=str(rank), PMI_SIZE="2")
+    [junit1] = d.glob("junit-r00001-*.xml")
+    junit1.unlink()
+    [journal] = d.glob("partial-r00001-*.jsonl")
+    with open(journal, "a") as fh:                      # it was in the middle of a probe
+        fh.write('{"event": "start", "nodeid": "test_gpu.py::test_ecc"}\n')
+    res = report(d, "--json", "-")
+    assert res.returncode == 1, res.stderr               # lost rank: failed, not "incomplete"
+    doc = json.loads(res.stdout)
+    assert [(l["rank"], l["gotcha"]) for l in doc["lost"]] == [(1, "rank-lost")]
+    bind = result(doc, "binds.expected[/nonexistent-contprobe]")
+    assert bind["outcome"] == "failed" and {r["rank"] for r in bind["ranks"]} == {0, 1}
+    ecc = result(doc, "gpu.ecc")                          # the probe rank 1 died in
+    assert {(r["rank"], r["outcome"]) for r in ecc["ranks"]} >= {(1, "error")}

@@ -95,6 +95,8 @@ def test_ucx_cma_abort_keeps_what_ranks_finished():
     rep = run_as_user(["report", str(out), "--json", "-"])
     assert rep.rc in (1, 3), rep
     assert {l["gotcha"] for l in rep.json()["lost"]} == {"ucx-cma-eperm"}
+    kept = [r for r in rep.json()["results"] if r["probe"] == "allreduce.mpi4py[8]"]
+    assert kept and kept[0]["outcome"] == "passed"   # read from the dead ranks' journals
 
 
 def test_hung_launch_ends_in_a_report():

@@ -25,6 +25,8 @@ MERGED_NAME = "contprobe-report"      # <testsuites name=...> of our own merged 
 # count every rank twice. Named explicitly it is still read.
 SKIPPED_NAMES = ("merged-junit.xml",)
 RANK_FILE = re.compile(r"junit-r(\d+)-(.+)\.xml$")
+# A rank's journal (contprobe.plugin): read only for a rank whose JUnit never appeared.
+JOURNAL_FILE = re.compile(r"partial-r(\d+)-(.+)\.jsonl$")
 EVIDENCE_MAX = 4000                   # characters of a failure's text kept for the report
 
 # One testcase as read from a file:
@@ -39,6 +41,7 @@ class RankFile:
     cases: List[Case]
     digest: str
     launch: str = ""      # the launch directory: where launch.json is (`contprobe run` puts ranks in ranks/)
+    journal: bool = False  # read from the journal of a rank that died before writing its JUnit
 
     @property
     def rank(self) -> Optional[int]:
@@ -64,6 +67,7 @@ class Problem:
 class Inputs:
     ranks: List[RankFile] = field(default_factory=list)
     launches: Dict[str, dict] = field(default_factory=dict)   # launch dir -> launch.json content
+    journals: List[str] = field(default_factory=list)          # partial-r*.jsonl files found
     problems: List[Problem] = field(default_factory=list)
     unreadable: List[Tuple[str, str]] = field(default_factory=list)   # (rank file, launch dir) not readable
 
@@ -81,14 +85,15 @@ def rank_file_host(path: str) -> str:
 
 
 # ---- discovery -------------------------------------------------------------------------------
-def discover(paths: Iterable[str]) -> Tuple[List[Tuple[str, bool]], List[str], List[Problem]]:
-    """(xml files with 'named explicitly', launch.json files, problems) under paths, sorted.
+def discover(paths: Iterable[str]) -> Tuple[List[Tuple[str, bool]], List[str], List[Problem], List[str]]:
+    """(xml files with 'named explicitly', launch.json files, problems, rank journals) under paths, sorted.
 
     A path that does not exist is bad usage; a directory without any JUnit file is a problem
     (a launch that wrote nothing must not look like a clean night).
     """
     files: Dict[str, bool] = {}
     launches: Dict[str, None] = {}
+    journals: Dict[str, None] = {}
     problems: List[Problem] = []
     for p in paths:
         if not os.path.exists(p):
@@ -116,9 +121,12 @@ def discover(paths: Iterable[str]) -> Tuple[List[Tuple[str, bool]], List[str], L
                     found += 1
                 elif n == "launch.json":
                     launches[full] = None
+                elif JOURNAL_FILE.match(n):
+                    journals[full] = None
+                    found += 1  # ranks that died are lost ranks, not an empty directory
         if not found:
             problems.append(Problem(p, "no JUnit (*.xml) files in this directory"))
-    return sorted(files.items()), sorted(launches), problems
+    return sorted(files.items()), sorted(launches), problems, sorted(journals)
 
 
 # ---- one file --------------------------------------------------------------------------------
@@ -276,7 +284,7 @@ def read_launch(path: str) -> Tuple[Optional[dict], Optional[str]]:
 def collect(paths: Iterable[str], workers: Optional[int] = None) -> Inputs:
     """Read every rank file and launch.json under paths. Duplicates and unreadable files become
     problems; what is readable is kept. Deterministic: the result depends only on the files."""
-    files, launch_files, problems = discover(paths)
+    files, launch_files, problems, journals = discover(paths)
     # Of two copies the one named like a rank file is kept, the other reported as the duplicate.
     files.sort(key=lambda it: (RANK_FILE.search(os.path.basename(it[0])) is None, it[0]))
     inputs = Inputs(problems=problems)
@@ -313,4 +321,22 @@ def collect(paths: Iterable[str], workers: Optional[int] = None) -> Inputs:
             continue
         by_rank[key] = path
         inputs.ranks.append(rf)
+    for path in journals:
+        m = JOURNAL_FILE.search(os.path.basename(path))
+        launch = inputs.launch_dir(os.path.dirname(path))
+        if not m or (launch, int(m.group(1))) in by_rank:
+            continue  # the rank wrote its JUnit: the journal adds nothing
+        inputs.journals.append(path)
+        inputs.ranks.append(read_journal(path, launch))
     return inputs
+
+
+def read_journal(path: str, launch: str) -> RankFile:
+    """What a lost rank finished before it died, as a RankFile marked journal=True."""
+    from contprobe.reports import partial
+    pr = partial.read(path)
+    with open(path, "rb") as fh:
+        digest = hashlib.blake2b(fh.read(), digest_size=16).hexdigest()
+    cases: List[Case] = [(c.probe, c.outcome, c.duration_s, c.message, c.gotcha, c.fix, c.metrics or None, "")
+                         for c in pr.cases]
+    return RankFile(path, dict(pr.context), cases, digest, launch, journal=True)

@@ -267,7 +267,8 @@ def merge(inputs: Inputs, expect_ranks: Optional[int] = None,
                        if (meta.get("image") or ranks) else "?")
         image = image_name(img_path)
         night = night_of(d, meta, ranks)
-        found = [r.rank for r in ranks if r.rank is not None]
+        # A rank known only from its journal died: it is lost, and what it finished is still shown.
+        found = [r.rank for r in ranks if r.rank is not None and not r.journal]
         sizes = [int(r.context["size"]) for r in ranks if r.context.get("size", "").isdigit()]
         expected = expect_ranks or int(meta.get("expected_ranks") or 0) or max(sizes + [len(found)])
         hosts = list(dict.fromkeys([r.host for r in ranks] + [str(h) for h in meta.get("hosts") or []]))
@@ -313,9 +314,12 @@ def merge(inputs: Inputs, expect_ranks: Optional[int] = None,
         if not launch_probes and launch_lost:
             launch_probes = ["launch.ranks"]  # no rank of this launch left a readable result
             rows.setdefault((night, image, "launch.ranks"), Row(image, "launch.ranks", night))
+        kept = {(rf.rank, c[0]) for rf in ranks if rf.journal for c in rf.cases}
         for lr in launch_lost:
             ref = (lr.rank, lr.host, d)
             for probe in launch_probes:
+                if (lr.rank, probe) in kept:
+                    continue
                 rows[(night, image, probe)].entries.append(
                     (ref, (probe, "lost", 0.0, f"rank {lr.rank} lost: {lr.reason}", lr.gotcha,
                            catalog.get(lr.gotcha).fix_line, None, "")))

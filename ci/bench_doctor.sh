@@ -39,7 +39,8 @@ mkdir -p "$WORK"
 [[ -n $DUSER ]] && chown "$DUSER" "$WORK"
 cd "$WORK"
 
-median() { sort -g | awk '{a[NR]=$1} END{if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+# shellcheck source=ci/lib/bench.sh
+source "$REPO/ci/lib/bench.sh"
 # wall seconds of one doctor run; exit 0 or 1 (a failed probe) both count, anything else is an error
 doctor() {
     local t0 t1 rc=0
@@ -47,7 +48,7 @@ doctor() {
     as_user env PYTHONPATH="$REPO" "$PY" -m contprobe doctor "$@" >"$WORK/last.txt" 2>&1 || rc=$?
     t1=$(date +%s%N)
     [[ $rc -le 1 ]] || { cat "$WORK/last.txt" >&2; die "contprobe doctor $* exited $rc"; }
-    awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f\n", (b-a)/1e9}'
+    elapsed "$t0" "$t1"
 }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -59,7 +60,7 @@ for i in $(seq 1 "$N"); do
     cp "$WORK/last.txt" "$WORK/table.txt"
     sub+=("$(doctor -m "env or binds")")
     t0=$(date +%s%N); as_user "$PY" -c pass; t1=$(date +%s%N)
-    floor+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f\n", (b-a)/1e9}')")
+    floor+=("$(elapsed "$t0" "$t1")")
     log "round $i: doctor ${full[-1]} s, -m 'env or binds' ${sub[-1]} s"
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)

@@ -60,9 +60,10 @@ wall() {
     t0=$(date +%s%N)
     "$@" >/dev/null 2>&1 || { log "failed: $*"; "$@" >&2 || true; die "command failed"; }
     t1=$(date +%s%N)
-    awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f\n", (b-a)/1e9}'
+    elapsed "$t0" "$t1"
 }
-median() { sort -g | awk '{a[NR]=$1} END{if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+# shellcheck source=ci/lib/bench.sh
+source "$REPO/ci/lib/bench.sh"
 
 run_contprobe() { as_user env PYTHONPATH="$REPO" "$PY" -m contprobe run "$IMG" --no-rerun --out "$1"; }
 

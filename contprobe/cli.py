@@ -9,7 +9,7 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 from contprobe import __version__, catalog
-from contprobe.expect import parse_bind, parse_env, parse_gpus, parse_sizes
+from contprobe.expect import argtype, parse_bind, parse_env, parse_gpus, parse_sizes
 from contprobe.suite import Expectations, UsageError, check_markexpr
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
@@ -22,35 +22,19 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _validated(parse: Callable[[str], object]) -> Callable[[str], str]:
-    def check(text: str) -> str:
-        try:
-            parse(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-        return text
-    check.__name__ = parse.__name__.replace("parse_", "")
-    return check
-
-
 def add_expectations(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("expectations (forwarded to the probe suite)")
-    g.add_argument("--expect-gpus", type=parse_gpus_arg, metavar="N")
-    g.add_argument("--expect-ranks", type=parse_gpus_arg, metavar="N")
-    g.add_argument("--expect-bind", type=_validated(parse_bind), action="append", default=[], metavar="PATH[:rw]")
-    g.add_argument("--expect-env", type=_validated(parse_env), action="append", default=[], metavar="NAME[=VALUE]")
+    g.add_argument("--expect-gpus", type=argtype(parse_gpus, drop="--expect-gpus "), metavar="N")
+    g.add_argument("--expect-ranks", type=argtype(parse_gpus, drop="--expect-gpus "), metavar="N")
+    g.add_argument("--expect-bind", type=argtype(parse_bind, keep_text=True), action="append", default=[],
+                   metavar="PATH[:rw]")
+    g.add_argument("--expect-env", type=argtype(parse_env, keep_text=True), action="append", default=[],
+                   metavar="NAME[=VALUE]")
     g.add_argument("--expect-proxy", action="store_true")
-    g.add_argument("--allreduce-sizes", type=_validated(parse_sizes), metavar="B,B,...")
+    g.add_argument("--allreduce-sizes", type=argtype(parse_sizes, keep_text=True), metavar="B,B,...")
     g.add_argument("-k", dest="keyword", metavar="EXPR", help="select probes by keyword (pytest -k)")
     g.add_argument("-m", dest="markexpr", metavar="MARKEXPR", help="select probes by marker (pytest -m)")
     g.add_argument("--probe-timeout", type=float, default=300.0, metavar="S")
-
-
-def parse_gpus_arg(text: str) -> int:
-    try:
-        return parse_gpus(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc).replace("--expect-gpus ", "")) from None
 
 
 def add_outputs(p: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ from typing import Dict, List, Tuple
 from contprobe import catalog, image as images, launcher as launchers, runtime as runtimes, site as sites
 from contprobe.checks import HostOptions, run_all
 from contprobe.cli import add_expectations, add_outputs, emit, expectations
+from contprobe.expect import valid_name
 from contprobe.launch import Plan, launch_and_collect
 from contprobe.ranks import aggregate, merged_junit, placement_map, placement_table, tail
 from contprobe.reports.junit import CaseResult
@@ -42,8 +43,7 @@ def parse_bind(text: str) -> str:
 
 def parse_env_pair(text: str) -> Tuple[str, str]:
     name, eq, value = text.partition("=")
-    if not eq or not name or not (name[0].isalpha() or name[0] == "_") or \
-            not all(c.isalnum() or c == "_" for c in name):
+    if not eq or not valid_name(name):
         raise UsageError(f"--env {text!r}: expected NAME=VALUE")
     return name, value
 

@@ -5,7 +5,7 @@ Standard library only: the CLI imports this without paying for pytest.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 MARKERS = {
     "gpu": "NVIDIA GPUs through nvidia-smi",
@@ -52,9 +52,14 @@ def parse_bind(text: str) -> BindExpectation:
     return BindExpectation(path.rstrip("/") or "/", mode == "rw")
 
 
+def valid_name(name: str) -> bool:
+    """A shell variable name: a letter or _, then letters, digits and _."""
+    return bool(name) and (name[0].isalpha() or name[0] == "_") and all(c.isalnum() or c == "_" for c in name)
+
+
 def parse_env(text: str) -> EnvExpectation:
     name, eq, value = text.partition("=")
-    if not name or not (name[0].isalpha() or name[0] == "_") or not all(c.isalnum() or c == "_" for c in name):
+    if not valid_name(name):
         raise ValueError(f"--expect-env needs NAME or NAME=VALUE with a valid variable name, not {text!r}")
     return EnvExpectation(name, value if eq else None)
 
@@ -67,3 +72,21 @@ def parse_sizes(text: str) -> List[int]:
     if not sizes or any(s < 4 for s in sizes):
         raise ValueError(f"--allreduce-sizes: each size must be >= 4 bytes, got {text!r}")
     return sizes
+
+
+def argtype(parse: Callable[[str], object], keep_text: bool = False, drop: str = "") -> Callable[[str], object]:
+    """An argparse type from a parser above: its ValueError becomes argparse's one-line error.
+
+    keep_text returns the text itself (the CLI forwards it to pytest); drop removes a prefix
+    argparse already prints ("argument --expect-ranks: ...").
+    """
+    import argparse
+
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc).replace(drop, "") if drop else str(exc)) from None
+        return text if keep_text else value
+    convert.__name__ = parse.__name__.replace("parse_", "")
+    return convert

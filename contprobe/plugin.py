@@ -17,7 +17,7 @@ from typing import Dict, Tuple
 import pytest
 
 from contprobe import __version__, catalog, context
-from contprobe.expect import DEFAULT_ALLREDUCE_SIZES, MARKERS, parse_bind, parse_env, parse_gpus, parse_sizes
+from contprobe.expect import DEFAULT_ALLREDUCE_SIZES, MARKERS, argtype, parse_bind, parse_env, parse_gpus, parse_sizes
 from contprobe.diagnose import ProbeFailure
 from contprobe.redact import redact_text_with_env
 
@@ -26,31 +26,19 @@ __all__ = ["pytest_addoption", "pytest_configure", "pytest_unconfigure", "pytest
            "pytest_runtest_logreport", "pytest_runtest_call", "pytest_runtest_makereport",
            "contprobe_state", "record_metric", "_contprobe_suite_properties"]
 
-def _argtype(parser):
-    import argparse
-
-    def convert(text):
-        try:
-            return parser(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-    convert.__name__ = parser.__name__.replace("parse_", "")
-    return convert
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("contprobe", "contprobe expectations")
-    g.addoption("--expect-gpus", type=_argtype(parse_gpus), default=None, metavar="N",
+    g.addoption("--expect-gpus", type=argtype(parse_gpus), default=None, metavar="N",
                 help="GPUs this process must see; a mismatch fails (default: skip without GPUs)")
-    g.addoption("--expect-bind", type=_argtype(parse_bind), action="append", default=[],
+    g.addoption("--expect-bind", type=argtype(parse_bind), action="append", default=[],
                 metavar="PATH[:rw]", help="path that must be visible (and writable with :rw)")
-    g.addoption("--expect-env", type=_argtype(parse_env), action="append", default=[],
+    g.addoption("--expect-env", type=argtype(parse_env), action="append", default=[],
                 metavar="NAME[=VALUE]", help="variable that must be set (to VALUE)")
     g.addoption("--expect-proxy", action="store_true", default=False,
                 help="proxy variables must be set (HTTP_PROXY/HTTPS_PROXY, both cases)")
-    g.addoption("--expect-ranks", type=_argtype(parse_gpus), default=None, metavar="N",
+    g.addoption("--expect-ranks", type=argtype(parse_gpus), default=None, metavar="N",
                 help="MPI world size the launch must give")
-    g.addoption("--allreduce-sizes", type=_argtype(parse_sizes), default=None, metavar="B,B,...",
+    g.addoption("--allreduce-sizes", type=argtype(parse_sizes), default=None, metavar="B,B,...",
                 help=f"allreduce message sizes in bytes (default {DEFAULT_ALLREDUCE_SIZES})")
     g.addoption("--results-dir", default=None, metavar="DIR",
                 help="write JUnit to DIR/junit-r<rank>-<host>.xml (one file per rank)")

@@ -11,7 +11,7 @@ import os
 import sys
 import threading
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from contprobe import catalog, image as images, launcher as launchers, runtime as runtimes, site as sites
 from contprobe.checks import HostOptions, run_all
@@ -86,6 +86,12 @@ def default_out(image_ref: str) -> str:
     return os.path.join("contprobe-results", f"{stem}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
 
 
+def flag_value(args, flag: str) -> Optional[str]:
+    """The value after flag in an argument list (the site profile's launcher_args), or None."""
+    args = list(args)
+    return args[args.index(flag) + 1] if flag in args[:-1] else None
+
+
 def make_plan(ns: argparse.Namespace) -> Tuple[Plan, sites.Site, List[CaseResult], str]:
     """Validate everything before anything starts; bad input is a UsageError (exit 2)."""
     exp = expectations(ns)
@@ -102,20 +108,16 @@ def make_plan(ns: argparse.Namespace) -> Tuple[Plan, sites.Site, List[CaseResult
     remote = bool(images.REMOTE.match(ns.image))
     host = run_all(HostOptions(runtime=ns.runtime, need_runtime=True, pulls=remote,
                                module_hint=site.runtime_module, site_proxy=site.proxy))
-    if not remote:
-        try:
-            images.resolve(ns.image)  # cheap checks first: a bad path is bad input even without a runtime
-        except images.ImageError as exc:
-            raise UsageError(str(exc)) from None
     try:
+        # A local image is checked before the runtime: a bad path is bad input even without one.
+        img = None if remote else images.resolve(ns.image)
         rt = runtimes.detect(ns.runtime)
-    except runtimes.RuntimeNotFound:
-        return None, site, host, ""  # type: ignore[return-value]
-    cache = ns.cache_dir or os.path.join(user_cache(), "images")
-    try:
-        img = images.resolve(ns.image, rt, cache)
+        if img is None:  # a registry reference is converted once the runtime is known
+            img = images.resolve(ns.image, rt, ns.cache_dir or os.path.join(user_cache(), "images"))
     except images.ImageError as exc:
         raise UsageError(str(exc)) from None
+    except runtimes.RuntimeNotFound:
+        return None, site, host, ""  # type: ignore[return-value]
     launcher = ns.launcher or ("none" if ns.ranks == 1 else "auto")
     if launcher == "auto":
         launcher = launchers.detect(site_launcher=site.launcher)
@@ -124,9 +126,10 @@ def make_plan(ns: argparse.Namespace) -> Tuple[Plan, sites.Site, List[CaseResult
     hostfile = ns.hostfile or (os.environ.get("PBS_NODEFILE") if launcher in ("pals", "hydra", "openmpi") else None)
     if hostfile and not os.path.isfile(hostfile):
         raise UsageError(f"--hostfile {hostfile}: no such file")
+    pals_args = site.launcher_args if launcher == "pals" else ()
+    depth = flag_value(pals_args, "--depth")
     req = launchers.LaunchRequest(ranks=ns.ranks, ppn=ns.ppn, hostfile=hostfile,
-                                  depth=int(site.launcher_args[1]) if launcher == "pals" and "--depth" in site.launcher_args else None,
-                                  cpu_bind="depth" if launcher == "pals" and "--cpu-bind" in site.launcher_args else None)
+                                  depth=int(depth) if depth else None, cpu_bind=flag_value(pals_args, "--cpu-bind"))
     gpus = site.gpus_per_node or (ns.ppn or 0)
     out = os.path.abspath(ns.out or default_out(ns.image))
     plan = Plan(rt=rt, image=img, python=ns.python, spec_binds=binds, spec_env=env, nv=ns.nv, cleanenv=ns.cleanenv,

@@ -83,3 +83,12 @@ def test_gpu_binding_order():
     assert [gpu_for(r, 4, "natural") for r in range(4)] == [0, 1, 2, 3]
     assert local_rank({"PALS_LOCAL_RANKID": "2", "PMI_LOCAL_RANK": "1"}) == 2
     assert local_rank({"MPI_LOCALRANKID": "3"}) == 3 and local_rank({}) == 0
+
+
+def test_pals_binding_comes_from_the_site_profile():
+    from contprobe import site
+    from contprobe.cmd_run import flag_value
+    args = site.load("polaris").launcher_args
+    assert (flag_value(args, "--depth"), flag_value(args, "--cpu-bind")) == ("8", "depth")
+    assert flag_value(site.load("generic").launcher_args, "--depth") is None
+    assert flag_value(("--depth",), "--depth") is None   # a flag without its value gives nothing

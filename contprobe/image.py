@@ -11,9 +11,11 @@ import re
 import struct
 import subprocess
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from contprobe.runtime import Runtime, build_argv, build_env
+if TYPE_CHECKING:
+    from contprobe.runtimes import Runtime
+
 
 SIF_MAGIC = b"SIF_MAGIC"
 SIF_MAGIC_OFFSET = 32
@@ -77,12 +79,13 @@ def check_sif(path: str) -> None:
                          f"{data_offset + data_size}); re-copy or rebuild it")
 
 
-def resolve(ref: str, runtime: Optional[Runtime] = None, cache_dir: Optional[str] = None) -> Image:
+def resolve(ref: str, runtime: "Optional[Runtime]" = None, cache_dir: Optional[str] = None,
+            timeout: float = 3600.0) -> Image:
     """Check an image argument and turn it into something the runtime can exec."""
     if REMOTE.match(ref):
         if runtime is None or cache_dir is None:
             return Image(ref, ref, "remote")
-        return Image(ref, convert(ref, runtime, cache_dir), "remote")
+        return Image(ref, convert(ref, runtime, cache_dir, timeout), "remote")
     if not os.path.exists(ref):
         raise ImageError(f"image {ref!r} does not exist")
     path = os.path.abspath(ref)
@@ -105,20 +108,32 @@ def cached_name(ref: str) -> str:
     return f"{safe[:80]}-{hashlib.sha256(ref.encode()).hexdigest()[:12]}.sif"
 
 
-def convert(ref: str, runtime: Runtime, cache_dir: str) -> str:
-    """Build a registry reference into a cached SIF once; reuse it afterwards."""
+class ConversionFailed(ImageError):
+    """A registry image could not be converted: a failed row with its gotcha, not bad usage."""
+
+    def __init__(self, message: str, gotcha: str, log: str) -> None:
+        super().__init__(message)
+        self.gotcha, self.log = gotcha, log
+
+
+def convert(ref: str, runtime: "Runtime", cache_dir: str, timeout: float = 3600.0) -> str:
+    """Build a registry reference into a cached SIF once; reuse it afterwards. A stalled pull ends
+    at `timeout` (its whole process group is killed) as a failed conversion, not a hang."""
+    from contprobe.inimage import catalog
+    from contprobe.launch import execute
     os.makedirs(cache_dir, exist_ok=True)
     target = os.path.join(cache_dir, cached_name(ref))
     if os.path.exists(target):
         return target
     partial = target + ".partial"
-    p = subprocess.run(build_argv(runtime, partial, ref, extra=["--force"]), stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, text=True, env=build_env(runtime))
-    if p.returncode != 0:
-        from contprobe import catalog
-        gotcha = catalog.match(p.stdout, ["proxy-ca-missing", "proxy-missing", "cache-in-home",
-                                          "user-namespaces-disabled"])
-        tail = " ".join(p.stdout.strip().splitlines()[-1:])
-        raise ImageError(f"could not convert {ref} [{gotcha}]: {tail}")
+    log_path = target + ".log"
+    res = execute(runtime.build_argv(partial, ref, extra=("--force",)), log_path, timeout,
+                  env=runtime.build_env(os.environ))
+    if res.returncode != 0 or not os.path.exists(partial):
+        gotcha = catalog.match(res.log, "pull")
+        if res.timed_out and gotcha == catalog.UNKNOWN:
+            gotcha = "pull-stalled"
+        tail = " ".join(res.log.strip().splitlines()[-1:])
+        raise ConversionFailed(f"could not convert {ref}: {tail}", gotcha, res.log)
     os.replace(partial, target)
     return target

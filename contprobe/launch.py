@@ -1,21 +1,26 @@
-"""One launch of the probe suite: the plan that decides it, its argument list, its execution.
+"""One launch of the probe suite: the plan that decides it, its argument list, and its execution.
 
-A hang ends in a report, not a stuck job: the launch runs in its own process group and is
-ended whole at its timeout.
+Faults end fast and clean. The launch runs in a session of its own; it ends at its timeout, or a
+grace period after a rank died or after the first rank finished while others did not, or when
+contprobe itself gets SIGTERM/SIGINT/SIGHUP. Then everything still in that session is killed,
+the runtime's squashfuse_ll helpers included, so no process of the launch outlives it.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Tuple
 
-from contprobe import harness, image as images, launcher as launchers, runtime as runtimes
-from contprobe.ranks import collect
+from contprobe import harness, image as images, launchers, runtimes
 from contprobe.suite import Expectations
+
+POLL_S = 0.25
+RANK_CMD = b"/inimage/bootstrap.py"     # what a rank's process runs, as /proc/PID/cmdline shows it
 
 
 @dataclass
@@ -24,43 +29,50 @@ class Plan:
     rt: runtimes.Runtime
     image: images.Image
     python: str
-    spec_binds: List[str]
-    spec_env: Dict[str, str]
+    binds: List[str]
+    env: Dict[str, str]                 # the operator's --env values (to the runtime's environment)
     nv: bool
     cleanenv: bool
     exp: Expectations
     harness_dir: str
     results_dir: str
     ranks: int = 1
-    ppn: Optional[int] = None
-    launcher: str = "none"
+    launcher: Optional[launchers.Launcher] = None
     launch_req: Optional[launchers.LaunchRequest] = None
     gpus_per_node: int = 0
     gpu_order: str = "natural"
+    grace_s: float = 30.0
+
+    @property
+    def launcher_name(self) -> str:
+        return self.launcher.name if self.launcher else "none"
 
     def argv(self, results_dir: Optional[str] = None, targets: Tuple[str, ...] = (),
              nv: Optional[bool] = None, binds: Tuple[str, ...] = (), env: Optional[Dict[str, str]] = None,
-             single: bool = False) -> List[str]:
+             single: bool = False) -> Tuple[List[str], Dict[str, str]]:
+        """(argv, variables for the launch's environment): values never travel on the command line."""
         rdir = results_dir or self.results_dir
         exp = self.exp
-        if targets:  # re-runs name exact probes; the user's -k/-m could only deselect them
+        if targets:  # re-runs name exact probes; the operator's -k/-m could only deselect them
             exp = dataclasses.replace(exp, keyword=None, markexpr=None)
         # --capture=sys: what C libraries (UCX, NCCL, the MPI) write to fd 2 reaches the launch log,
         # which is the only evidence left when they abort a rank.
         use_nv = self.nv if nv is None else nv
-        pytest_args = ["-q", "-rN", "--color=no", "--capture=sys", "--results-dir", harness.RESULTS_MOUNT,
-                       "--container-nv", "yes" if use_nv else "no"] + exp.pytest_args()
+        pytest_args = ["-q", "-rN", "--color=no", "--capture=sys", "-p", "no:cacheprovider",
+                       "--results-dir", harness.RESULTS_MOUNT, "--container-nv", "yes" if use_nv else "no",
+                       *exp.pytest_args()]
         spec = runtimes.ExecSpec(
             image=self.image.path,
             command=harness.bootstrap_command(self.python, pytest_args, list(targets),
                                               0 if single else self.gpus_per_node, self.gpu_order),
-            nv=use_nv,
-            binds=[*self.spec_binds, *binds, f"{self.harness_dir}:{harness.MOUNT}:ro", f"{rdir}:{harness.RESULTS_MOUNT}"],
-            env={**self.spec_env, **(env or {})}, cleanenv=self.cleanenv)
-        inner = runtimes.exec_argv(self.rt, spec)
-        if single or self.launcher == "none":
-            return inner
-        return launchers.LAUNCHERS[self.launcher].argv(self.launch_req) + inner
+            gpus=use_nv,
+            binds=[*self.binds, *binds, f"{self.harness_dir}:{harness.MOUNT}:ro", f"{rdir}:{harness.RESULTS_MOUNT}"],
+            env={**self.env, **(env or {})}, cleanenv=self.cleanenv)
+        inner, inner_env = self.rt.exec_argv(spec)
+        if single or self.launcher is None:
+            return inner, inner_env
+        req = dataclasses.replace(self.launch_req, env=inner_env) if self.launch_req else None
+        return self.launcher.argv(req) + inner, inner_env
 
 
 @dataclass
@@ -70,46 +82,147 @@ class LaunchResult:
     log: str
     duration_s: float
     timed_out: bool = False
+    ended_early: str = ""          # why the launch was ended before it exited by itself
+    interrupted: int = 0           # the signal that stopped contprobe, if any
+    killed: List[str] = field(default_factory=list)   # leftover processes killed at the end
 
 
-def execute(argv: List[str], log_path: str, timeout: float) -> LaunchResult:
-    """Run one launch in its own process group so a hang can be ended whole."""
+class Interrupted(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def session_processes(sid: int) -> List[Tuple[int, bytes]]:
+    """(pid, cmdline) of every process in session sid, from /proc."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                stat = fh.read()
+            # pid (comm) state ppid pgrp session ...: comm may hold spaces and parentheses.
+            fields = stat[stat.rindex(b")") + 2:].split()
+            if int(fields[3]) != sid:
+                continue
+            with open(f"/proc/{name}/cmdline", "rb") as fh:
+                out.append((int(name), fh.read()))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def kill_session(sid: int, wait_s: float = 5.0) -> List[str]:
+    """SIGTERM, then SIGKILL, everything left in session sid; names what had to be killed."""
+    killed: List[str] = []
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        procs = [(p, c) for p, c in session_processes(sid) if p != os.getpid()]
+        if not procs:
+            break
+        for pid, cmd in procs:
+            try:
+                os.kill(pid, sig)
+                if sig == signal.SIGKILL or not killed:
+                    killed.append(os.path.basename(cmd.split(b"\0")[0].decode(errors="replace")) or str(pid))
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and [p for p, _ in session_processes(sid) if p != os.getpid()]:
+            time.sleep(0.05)
+    return sorted(set(killed))
+
+
+def _count_files(d: str, pattern: "re.Pattern[str]") -> int:
+    try:
+        return sum(1 for n in os.listdir(d) if pattern.match(n))
+    except OSError:
+        return 0
+
+
+_JUNIT = re.compile(r"junit-r\d+-.+\.xml$")
+
+
+def execute(argv: List[str], log_path: str, timeout: float, env: Optional[Mapping[str, str]] = None,
+            results_dir: Optional[str] = None, expected: int = 1, grace_s: float = 30.0,
+            cwd: Optional[str] = None) -> LaunchResult:
+    """Run one launch in its own session; end it at timeout, or grace_s after a rank died or after
+    one finished while others did not (a hung collective waits forever otherwise)."""
     t0 = time.monotonic()
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    with open(log_path, "w") as log:
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    with os.fdopen(fd, "w") as log:
         try:
-            p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 start_new_session=True, env=full_env, cwd=cwd)
         except OSError as exc:
             log.write(f"{argv[0]}: {exc}\n")
-            return LaunchResult(argv, 127, str(exc), time.monotonic() - t0)
-        timed_out = False
+            return LaunchResult(argv, 127, f"{argv[0]}: {exc}", time.monotonic() - t0)
+        got: List[int] = []
+
+        def on_signal(signum, _frame):
+            got.append(signum)
+            raise Interrupted(signum)
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        timed_out, early, rc = False, "", None
+        grace_from: Optional[float] = None
+        peak = 0
         try:
-            rc = p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            for sig in (signal.SIGTERM, signal.SIGKILL):
+            while rc is None:
                 try:
-                    os.killpg(p.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    p.wait(timeout=10)
+                    rc = p.wait(timeout=POLL_S)
                     break
                 except subprocess.TimeoutExpired:
-                    continue
-            rc = 124
-            log.write(f"\n[contprobe] launch killed after {timeout:g} s\n")
-    with open(log_path, errors="replace") as fh:
-        text = fh.read()
-    return LaunchResult(argv, rc, text, time.monotonic() - t0, timed_out)
+                    pass
+                now = time.monotonic()
+                if now - t0 >= timeout:
+                    timed_out = True
+                    break
+                if results_dir and grace_from is None:
+                    alive = sum(1 for _, c in session_processes(p.pid) if RANK_CMD in c and b"python" in c
+                                and b"apptainer" not in c.split(b"\0")[0] and b"singularity" not in c.split(b"\0")[0])
+                    peak = max(peak, alive)
+                    finished = _count_files(results_dir, _JUNIT)
+                    if peak - alive > finished:
+                        grace_from, early = now, "a rank died"
+                    elif 0 < finished < expected:
+                        grace_from, early = now, "a rank finished while others did not"
+                if grace_from is not None and now - grace_from >= grace_s:
+                    break
+            if rc is None:
+                if timed_out:
+                    early = ""
+                    log.write(f"\n[contprobe] launch killed after {timeout:g} s (--timeout)\n")
+                else:
+                    log.write(f"\n[contprobe] launch ended {grace_s:g} s after {early} (grace period)\n")
+        except Interrupted as exc:
+            log.write(f"\n[contprobe] launch ended: contprobe received {exc}\n")
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            log.flush()
+            killed = kill_session(p.pid)
+            try:
+                rc = p.wait(timeout=10) if rc is None else rc
+            except subprocess.TimeoutExpired:
+                rc = -9
+            if rc is not None and rc < 0:
+                rc = 128 - rc
+            if timed_out:
+                rc = 124
+    text = _tail(log_path)
+    return LaunchResult(argv, rc if rc is not None else 137, text, time.monotonic() - t0, timed_out,
+                        early if (grace_from is not None and not got) else "", got[0] if got else 0, killed)
 
 
-def launch_and_collect(plan: Plan, out: str, timeout: float):
-    """Stage the harness, launch once, read every rank's file: (launch, ranks, lost, unreadable)."""
-    for d in (out, plan.results_dir):
-        os.makedirs(d, exist_ok=True)
-    os.chmod(plan.results_dir, 0o777)  # ranks may run as another user (a site's service account)
-    harness.stage(plan.harness_dir)
-    res = execute(plan.argv(), os.path.join(out, "launch.log"), timeout)
-    ranks, lost, unreadable = collect(plan.results_dir, plan.ranks)
-    return res, ranks, lost, unreadable
+LOG_TAIL = 1 << 20     # what of a launch's output is kept for diagnosis: its last MiB
+
+
+def _tail(path: str) -> str:
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - LOG_TAIL))
+        return fh.read().decode("utf-8", "replace")

@@ -1,23 +1,43 @@
-"""Site profiles: a machine's facts (GPU order, binds, launcher, modules, references) as data."""
+"""Site profiles: a machine's facts as a checked schema (contprobe/sites/*.toml).
+
+Sections: [detect] [scheduler] [launcher] [runtime] [gpus] [paths] [proxy] [notes] [perf]. Every key
+is read by some code; a key nothing reads is a load error naming the file and the key, so a typo
+cannot silently fall back to a default. A centre adds its machine with one TOML file, in a
+directory named by CONTPROBE_SITES, without touching the package.
+"""
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from contprobe.catalog import _toml
+from contprobe.inimage.catalog import _toml
 
 SITES_DIR = Path(__file__).with_name("sites")
-# Extra profile directories (colon-separated), searched before the built-in ones: a centre adds its
-# machine with one TOML file, without touching the package.
 SITES_PATH_ENV = "CONTPROBE_SITES"
 
 
 class SiteError(ValueError):
     pass
+
+
+# section -> key -> (type, default). `list` means a list of strings.
+SCHEMA: Dict[str, Dict[str, Tuple[type, Any]]] = {
+    "": {"name": (str, ""), "description": (str, "")},
+    "detect": {"hostnames": (list, []), "env": (list, [])},
+    "scheduler": {"kind": (str, "none"), "submit_args": (list, [])},
+    "launcher": {"kind": (str, "auto"), "depth": (int, 0), "cpu_bind": (str, ""), "args": (list, []),
+                 "grace_s": (float, 30.0)},
+    "runtime": {"kind": (str, "auto"), "module": (str, "")},
+    "gpus": {"per_node": (int, 0), "order": (str, "natural")},
+    "paths": {"binds": (list, []), "scratch": (str, "/tmp"), "image_dir": (str, "")},
+    "proxy": {"url": (str, "")},
+}
+FREE_TABLES = ("notes", "perf")   # keyed by gotcha id / probe id, checked below
 
 
 @dataclass(frozen=True)
@@ -26,21 +46,24 @@ class Site:
     description: str = ""
     detect_hostnames: Tuple[str, ...] = ()
     detect_env: Tuple[str, ...] = ()
+    scheduler: str = "none"
+    submit_args: Tuple[str, ...] = ()
+    launcher: str = "auto"
+    launcher_depth: int = 0
+    launcher_cpu_bind: str = ""
+    launcher_args: Tuple[str, ...] = ()
+    grace_s: float = 30.0
+    runtime: str = "auto"
+    runtime_module: str = ""
     gpus_per_node: int = 0
     gpu_order: str = "natural"            # "natural" | "reversed"
-    scheduler: str = "none"
-    launcher: str = "auto"
-    launcher_args: Tuple[str, ...] = ()
-    runtime_module: str = ""
     default_binds: Tuple[str, ...] = ()
-    image_dir: str = ""
     scratch: str = "/tmp"
+    image_dir: str = ""
     proxy: str = ""
-    fakeroot_request: str = ""
-    pbs_select: str = "select={nodes}"
-    pbs_filesystems: str = ""
     fix_notes: Dict[str, str] = field(default_factory=dict)
     perf: Dict[str, Dict[str, Tuple[float, float]]] = field(default_factory=dict)
+    path: str = ""
 
     def gpu_for_local_rank(self, local_rank: int, gpus: int) -> int:
         """GPU index a local rank should use (Polaris numbers GPUs against CPU affinity)."""
@@ -50,6 +73,19 @@ class Site:
 
     def fix_note(self, gotcha_id: str) -> str:
         return self.fix_notes.get(gotcha_id, "")
+
+    def resolved(self) -> Dict[str, Any]:
+        """The profile as `contprobe sites NAME` shows it: every setting, defaults filled in."""
+        return {"name": self.name, "file": self.path, "description": self.description,
+                "detect": {"hostnames": list(self.detect_hostnames), "env": list(self.detect_env)},
+                "scheduler": {"kind": self.scheduler, "submit_args": list(self.submit_args)},
+                "launcher": {"kind": self.launcher, "depth": self.launcher_depth, "cpu_bind": self.launcher_cpu_bind,
+                             "args": list(self.launcher_args), "grace_s": self.grace_s},
+                "runtime": {"kind": self.runtime, "module": self.runtime_module},
+                "gpus": {"per_node": self.gpus_per_node, "order": self.gpu_order},
+                "paths": {"binds": list(self.default_binds), "scratch": self.scratch, "image_dir": self.image_dir},
+                "proxy": {"url": self.proxy}, "notes": dict(self.fix_notes),
+                "perf": {p: {m: list(v) for m, v in ms.items()} for p, ms in self.perf.items()}}
 
 
 def _dirs() -> List[Path]:
@@ -68,6 +104,20 @@ def _path(name: str) -> Optional[Path]:
     return None
 
 
+def _typed(path: Path, where: str, value: Any, kind: type) -> Any:
+    if kind is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise SiteError(f"site profile {path}: {where} must be a list of strings")
+        return tuple(value)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
+        raise SiteError(f"site profile {path}: {where} must be a {kind.__name__}, not {value!r}")
+    if kind is float and (not math.isfinite(value) or value <= 0):
+        raise SiteError(f"site profile {path}: {where} must be a finite number > 0")
+    return value
+
+
 def _perf(raw: object, path: Path) -> Dict[str, Dict[str, Tuple[float, float]]]:
     """[perf."probe id"] metric = [reference, tolerance]: checked here so a typo fails loudly."""
     out: Dict[str, Dict[str, Tuple[float, float]]] = {}
@@ -78,17 +128,65 @@ def _perf(raw: object, path: Path) -> Dict[str, Dict[str, Tuple[float, float]]]:
             raise SiteError(f"site profile {path}: perf.{probe!r} must be a table of metric = [reference, tolerance]")
         for metric, v in metrics.items():
             try:
-                ref, tol = float(v[0]), float(v[1])
                 if len(v) != 2:
                     raise ValueError
+                ref, tol = float(v[0]), float(v[1])
             except (TypeError, ValueError, IndexError, KeyError):
                 raise SiteError(f"site profile {path}: perf.{probe!r}.{metric} must be [reference, tolerance], "
                                 f"not {v!r}") from None
-            if ref <= 0 or not 0 <= tol < 1:
+            if not (ref > 0 and math.isfinite(ref)) or not 0 <= tol < 1:
                 raise SiteError(f"site profile {path}: perf.{probe!r}.{metric}: reference must be > 0 and "
                                 f"tolerance a fraction in [0, 1), not {v!r}")
             out.setdefault(probe, {})[metric] = (ref, tol)
     return out
+
+
+def parse(raw: Dict[str, Any], path: Path) -> Site:
+    """The schema check: unknown sections and keys, wrong types and unknown backends are errors."""
+    from contprobe import launchers, runtimes, schedulers
+    from contprobe.inimage import catalog
+    values: Dict[str, Dict[str, Any]] = {sec: {k: d for k, (_, d) in keys.items()} for sec, keys in SCHEMA.items()}
+    for key, value in raw.items():
+        if key in FREE_TABLES:
+            continue
+        if isinstance(value, dict):
+            if key not in SCHEMA or key == "":
+                raise SiteError(f"site profile {path}: unknown section [{key}] "
+                                f"(known: {', '.join(s for s in SCHEMA if s)}, {', '.join(FREE_TABLES)})")
+            for k, v in value.items():
+                if k not in SCHEMA[key]:
+                    raise SiteError(f"site profile {path}: unknown key {key}.{k} "
+                                    f"(known in [{key}]: {', '.join(SCHEMA[key])})")
+                values[key][k] = _typed(path, f"{key}.{k}", v, SCHEMA[key][k][0])
+        elif key in SCHEMA[""]:
+            values[""][key] = _typed(path, key, value, SCHEMA[""][key][0])
+        else:
+            raise SiteError(f"site profile {path}: unknown key {key!r}")
+    notes = raw.get("notes", {})
+    if not isinstance(notes, dict) or not all(isinstance(v, str) for v in notes.values()):
+        raise SiteError(f"site profile {path}: [notes] must map gotcha ids to text")
+    unknown = [k for k in notes if k not in catalog.load()]
+    if unknown:
+        raise SiteError(f"site profile {path}: notes.{unknown[0]}: no such gotcha in the catalog")
+    for sec, choices in (("scheduler", schedulers.names()), ("launcher", ["auto", *launchers.names()]),
+                         ("runtime", ["auto", *runtimes.names()])):
+        if values[sec]["kind"] not in choices:
+            raise SiteError(f"site profile {path}: {sec}.kind {values[sec]['kind']!r} is not one of "
+                            f"{', '.join(choices)}")
+    if values["gpus"]["order"] not in ("natural", "reversed"):
+        raise SiteError(f"site profile {path}: gpus.order must be natural or reversed")
+    name = values[""]["name"] or path.stem
+    return Site(name=name, description=values[""]["description"],
+                detect_hostnames=tuple(values["detect"]["hostnames"]), detect_env=tuple(values["detect"]["env"]),
+                scheduler=values["scheduler"]["kind"], submit_args=tuple(values["scheduler"]["submit_args"]),
+                launcher=values["launcher"]["kind"], launcher_depth=values["launcher"]["depth"],
+                launcher_cpu_bind=values["launcher"]["cpu_bind"], launcher_args=tuple(values["launcher"]["args"]),
+                grace_s=values["launcher"]["grace_s"], runtime=values["runtime"]["kind"],
+                runtime_module=values["runtime"]["module"], gpus_per_node=values["gpus"]["per_node"],
+                gpu_order=values["gpus"]["order"], default_binds=tuple(values["paths"]["binds"]),
+                scratch=values["paths"]["scratch"], image_dir=values["paths"]["image_dir"],
+                proxy=values["proxy"]["url"], fix_notes=dict(notes), perf=_perf(raw.get("perf", {}), path),
+                path=str(path))
 
 
 def load(name: str) -> Site:
@@ -100,12 +198,7 @@ def load(name: str) -> Site:
             raw = _toml.load(fh)
     except _toml.TOMLDecodeError as exc:
         raise SiteError(f"site profile {path}: {exc}") from None
-    perf = _perf(raw.pop("perf", {}), path)
-    tuples = {k: tuple(v) for k, v in raw.items() if isinstance(v, list)}
-    try:
-        return Site(**{**raw, **tuples, "perf": perf})
-    except TypeError as exc:
-        raise SiteError(f"site profile {path}: {exc}") from None
+    return parse(raw, path)
 
 
 def detect(env: Optional[Mapping[str, str]] = None, hostname: Optional[str] = None) -> Site:
@@ -123,3 +216,12 @@ def detect(env: Optional[Mapping[str, str]] = None, hostname: Optional[str] = No
             if var in env and (not value or value in env[var]):
                 return s
     return load("generic")
+
+
+def load_or_detect(name: Optional[str]) -> Site:
+    """--site NAME, or the detected profile; a bad profile is bad input (exit 2)."""
+    from contprobe.suite import UsageError
+    try:
+        return load(name) if name else detect()
+    except SiteError as exc:
+        raise UsageError(str(exc)) from None

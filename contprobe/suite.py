@@ -8,11 +8,11 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
-from contprobe.expect import MARKERS
+from contprobe.inimage.options import MARKERS, BindExpectation, EnvExpectation
 
-PROBES_DIR = Path(__file__).resolve().parent / "probes"
+PROBES_DIR = Path(__file__).resolve().parent / "inimage" / "probes"
 MARKEXPR_WORDS = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -22,23 +22,79 @@ class UsageError(ValueError):
 
 def check_markexpr(expr: str) -> None:
     """Every word of a -m expression must be a known marker (pytest alone would select nothing)."""
+    check_expression("-m", expr)
     for word in MARKEXPR_WORDS.findall(expr):
         if word not in ("and", "or", "not") and word not in MARKERS:
             raise UsageError(f"-m {expr!r}: unknown marker {word!r} (known: {', '.join(sorted(MARKERS))})")
 
 
+_TOKEN = re.compile(r"\s*(\(|\)|[^\s()]+)")
+
+
+def check_expression(flag: str, expr: str) -> None:
+    """pytest's -k/-m grammar (expr := term {and|or term}; term := not term | ( expr ) | word), checked
+    here so a typo is a one-line usage error instead of pytest's internal error inside the image."""
+    tokens = [m.group(1) for m in _TOKEN.finditer(expr)]
+    pos = 0
+
+    def refuse(why: str) -> None:
+        raise UsageError(f"{flag} {expr!r}: {why}")
+
+    def term() -> None:
+        nonlocal pos
+        if pos >= len(tokens):
+            refuse("unexpected end of expression")
+        t = tokens[pos]
+        if t == "not":
+            pos += 1
+            term()
+        elif t == "(":
+            pos += 1
+            parse()
+            if pos >= len(tokens) or tokens[pos] != ")":
+                refuse("missing ')'")
+            pos += 1
+        elif t in (")", "and", "or"):
+            refuse(f"unexpected {t!r}")
+        else:
+            pos += 1
+
+    def parse() -> None:
+        nonlocal pos
+        term()
+        while pos < len(tokens) and tokens[pos] in ("and", "or"):
+            pos += 1
+            term()
+
+    if not tokens:
+        refuse("empty expression")
+    parse()
+    if pos != len(tokens):
+        refuse(f"unexpected {tokens[pos]!r}")
+
+
 @dataclass
 class Expectations:
-    """Options forwarded to the probe suite; already validated by the plugin's parsers."""
+    """The operator's expectations, typed by the one option table (contprobe.inimage.options)."""
     gpus: Optional[int] = None
     ranks: Optional[int] = None
-    binds: List[str] = field(default_factory=list)
-    envs: List[str] = field(default_factory=list)
+    binds: List[BindExpectation] = field(default_factory=list)
+    envs: List[EnvExpectation] = field(default_factory=list)
     proxy: bool = False
-    allreduce_sizes: Optional[str] = None
+    allreduce_sizes: Optional[List[int]] = None
     keyword: Optional[str] = None
     markexpr: Optional[str] = None
     probe_timeout: float = 300.0
+
+    @classmethod
+    def from_namespace(cls, ns) -> "Expectations":
+        if ns.markexpr:
+            check_markexpr(ns.markexpr)
+        if ns.keyword:
+            check_expression("-k", ns.keyword)
+        return cls(gpus=ns.expect_gpus, ranks=ns.expect_ranks, binds=list(ns.expect_bind), envs=list(ns.expect_env),
+                   proxy=ns.expect_proxy, allreduce_sizes=ns.allreduce_sizes, keyword=ns.keyword,
+                   markexpr=ns.markexpr, probe_timeout=ns.probe_timeout)
 
     def pytest_args(self) -> List[str]:
         args: List[str] = []
@@ -46,14 +102,14 @@ class Expectations:
             args += ["--expect-gpus", str(self.gpus)]
         if self.ranks is not None:
             args += ["--expect-ranks", str(self.ranks)]
-        for b in self.binds:
-            args += ["--expect-bind", b]
-        for e in self.envs:
-            args += ["--expect-env", e]
+        for b in dict.fromkeys(self.binds):
+            args += ["--expect-bind", b.as_arg()]
+        for e in dict.fromkeys(self.envs):
+            args += ["--expect-env", e.as_arg()]
         if self.proxy:
             args.append("--expect-proxy")
         if self.allreduce_sizes:
-            args += ["--allreduce-sizes", self.allreduce_sizes]
+            args += ["--allreduce-sizes", ",".join(str(n) for n in self.allreduce_sizes)]
         if self.keyword:
             args += ["-k", self.keyword]
         if self.markexpr:
@@ -100,6 +156,9 @@ def new_workdir(prefix: str = "contprobe-") -> str:
     return tempfile.mkdtemp(prefix=prefix)
 
 
-def run_argv_quoted(argv: Sequence[str]) -> str:
+def run_argv_quoted(argv: Sequence[str], env_names: Optional[Mapping[str, str]] = None) -> str:
+    """The exact command as a shell line, with the variables the launch adds to its environment
+    in front (NAME=VALUE command ...); secret-named values are masked at the output boundary."""
     import shlex
-    return " ".join(shlex.quote(a) for a in argv)
+    head = [f"{k}={shlex.quote(v)}" for k, v in (env_names or {}).items()]
+    return " ".join(head + [shlex.quote(a) for a in argv])

@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PROBES = ROOT / "contprobe" / "probes"
+PROBES = ROOT / "contprobe" / "inimage" / "probes"
 FIXTURES = ROOT / "tests" / "fixtures"
 NVSMI_FIXTURES = FIXTURES / "nvidia-smi"
 STANDINS = ROOT / "tests" / "standins"

@@ -10,7 +10,7 @@ from typing import Dict, List, Set
 
 import pytest
 
-from contprobe import catalog
+from contprobe.inimage import catalog
 from conftest import NVSMI_FIXTURES, PROBES, ROOT, clean_env
 
 ID_SHAPE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
@@ -47,8 +47,9 @@ class _Resolver:
             return set().union(set(), *(self.strings(v, seen) for v in self.assignments.get(expr.id, [])))
         if isinstance(expr, ast.Call):
             name = _call_name(expr)
-            if name == "match" and len(expr.args) > 1:      # catalog.match(text, candidates) -> one of them
-                return self.strings(expr.args[1], seen) | {catalog.UNKNOWN}
+            among = [k.value for k in expr.keywords if k.arg == "among"]
+            if name == "match" and among:                   # catalog.match(text, among=[...]) -> one of them
+                return self.strings(among[0], seen) | {catalog.UNKNOWN}
             if name == "match":                             # any catalog entry: nothing to check
                 return set()
             if name in self.functions and name not in seen:
@@ -72,8 +73,8 @@ class _Resolver:
                 ids |= self.strings(node.args[0], set())
             elif name == "skipped" and bare and len(node.args) > 1:   # skipped(message, gotcha)
                 ids |= self.strings(node.args[1], set())
-            elif name == "match" and len(node.args) > 1:
-                ids |= self.strings(node.args[1], set())
+            elif name == "match" and any(k.arg == "among" for k in node.keywords):
+                ids |= self.strings(next(k.value for k in node.keywords if k.arg == "among"), set())
         for target, values in self.assignments.items():  # candidate lists: LAUNCH_GOTCHAS, BUILD_GOTCHAS, ...
             if target.endswith("_GOTCHAS"):
                 ids |= set().union(set(), *(self.strings(v, set()) for v in values))
@@ -96,8 +97,10 @@ def emitted_ids() -> Dict[str, Set[str]]:
 
 
 def test_static_collection_finds_the_ids_it_should():
-    """Guard against a resolver that silently finds nothing: known emitters must show up."""
-    found = set().union(*emitted_ids().values())
+    """Guard against a resolver that silently finds nothing: known emitters must show up. Gotchas the
+    host reads from launch, build and pull logs are chosen by the catalog's own seen_in field."""
+    found = set().union(*emitted_ids().values()) | {g.id for g in catalog.load().values()
+                                                    if set(g.seen_in) & {"launch", "build", "pull"}}
     for gid in ("no-gpu-visible", "nv-flag-missing", "torch-cpu-build", "mpi-singleton", "bind-missing",
                 "bind-not-writable", "user-site-shadow", "ld-preload-leak", "proxy-missing",
                 "nvidia-driver-not-loaded", "nvml-version-mismatch", "gpu-count-low", "horovod-missing",
@@ -111,7 +114,7 @@ def test_every_emitted_id_is_in_the_catalog():
     cat = catalog.load()
     missing = {f: sorted(i for i in ids if i not in cat) for f, ids in emitted_ids().items()}
     missing = {f: ids for f, ids in missing.items() if ids}
-    assert not missing, f"gotcha ids emitted but not in contprobe/data/gotchas.toml: {missing}"
+    assert not missing, f"gotcha ids emitted but not in contprobe/inimage/data/gotchas.toml: {missing}"
 
 
 def test_every_entry_is_complete():
@@ -132,7 +135,7 @@ def test_parse_rejects_bad_catalogs(tmp_path):
         catalog._CACHE.pop(str(p), None)
         return catalog.load(p)
 
-    entry = 'id = "{id}"\ntitle = "t"\ncause = "c"\nfix = "f"\nsource = "s"\nsymptoms = [{sym}]\n'
+    entry = 'id = "{id}"\ntitle = "t"\ncause = "c"\nfix = "f"\nsource = "s"\nsymptoms = [{sym}]\nseen_in = ["rank"]\n'
     good = "[[gotcha]]\n" + entry.format(id="unknown", sym="")
     assert list(load(good)) == ["unknown"]
     with pytest.raises(catalog.CatalogError, match="twice"):
@@ -143,6 +146,12 @@ def test_parse_rejects_bad_catalogs(tmp_path):
         load(good + "[[gotcha]]\n" + entry.format(id="y", sym="'('"))
     with pytest.raises(catalog.CatalogError, match="lacks field"):
         load('[[gotcha]]\nid = "unknown"\n')
+    with pytest.raises(catalog.CatalogError, match="unknown field 'seen'"):
+        load(good + "[[gotcha]]\n" + entry.format(id="z", sym="'x'") + 'seen = ["rank"]\n')
+    with pytest.raises(catalog.CatalogError, match="seen_in"):
+        load(good + "[[gotcha]]\n" + entry.format(id="z", sym="'x'").replace('["rank"]', '["runtime"]'))
+    with pytest.raises(catalog.CatalogError, match="rerun"):
+        load(good + "[[gotcha]]\n" + entry.format(id="z", sym="'x'") + 'rerun = "reboot"\n')
 
 
 @pytest.mark.parametrize("fixture, gotcha", [
@@ -157,14 +166,16 @@ def test_recorded_nvidia_smi_failures_match_their_gotcha(fixture, gotcha):
     tree = ast.parse((PROBES / "test_gpu.py").read_text())
     known = [ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
              and getattr(n.targets[0], "id", "") == "KNOWN_NVSMI_FAILURES"][0]
-    assert catalog.match(text, known) == gotcha
+    assert catalog.match(text, among=known) == gotcha
 
 
 def test_match_and_get_fall_back_to_unknown():
     assert catalog.match("something nobody has seen before") == catalog.UNKNOWN
     assert catalog.get("no-such-id").id == catalog.UNKNOWN
-    assert catalog.match("libmpi.so.40: cannot open shared object file", ["mpi-abi-openmpi"]) == "mpi-abi-openmpi"
-    assert catalog.match("libmpi.so.40: cannot open shared object file", ["bind-missing"]) == catalog.UNKNOWN
+    assert catalog.match("libmpi.so.40: cannot open shared object file", among=["mpi-abi-openmpi"]) == "mpi-abi-openmpi"
+    assert catalog.match("libmpi.so.40: cannot open shared object file", among=["bind-missing"]) == catalog.UNKNOWN
+    # A stage sees only the entries that say they can be seen there.
+    assert catalog.match("libmpi.so.40: cannot open shared object file", "build") == catalog.UNKNOWN
 
 
 def _gotchas(*args):

@@ -12,7 +12,7 @@ from pathlib import Path
 import junitparser
 import pytest
 
-from contprobe import catalog
+from contprobe.inimage import catalog
 from conftest import ROOT, CLIResult, clean_env, path_without_nvidia_smi, result_of, run_cli, standin_env
 
 OUTCOMES = {"passed", "failed", "skipped", "error"}
@@ -36,7 +36,7 @@ def test_json_contract_and_exit_0(tmp_path):
     bound.mkdir()
     r, doc = doctor_json("-m", "env or binds or gpu", "--expect-bind", f"{bound}:rw", "--expect-env", "HOME")
     assert r.rc == 0, r
-    assert set(doc) == {"verdict", "context", "results", "gotchas"}
+    assert {"verdict", "context", "results", "gotchas", "lost", "incomplete", "reruns"} <= set(doc)
     assert doc["verdict"] == "passed"
     assert isinstance(doc["context"], dict) and doc["context"]["mode"] == "doctor"
     for key in ("hostname", "image", "python", "rank", "size", "command"):
@@ -75,15 +75,17 @@ def test_table_and_output_files(tmp_path):
     j, m, js = tmp_path / "out" / "r.xml", tmp_path / "out" / "r.md", tmp_path / "r.json"
     r = doctor("-m", "env", "--junit", str(j), "--markdown", str(m), "--json", str(js))
     assert r.rc == 0, r
-    # The human table on stdout: probe, outcome, seconds, gotcha, fix.
+    # The human table on stdout: the same as `contprobe report` prints for the same directory.
     header = [line for line in r.out.splitlines() if line.startswith("probe")][0]
-    assert header.split()[:4] == ["probe", "outcome", "s", "gotcha"] and "fix" in header
+    assert header.split()[:3] == ["probe", "ranks", "gotcha"] and "fix" in header
     assert "env.ld_preload" in r.out
     doc = json.loads(js.read_text())
     assert doc["verdict"] == "passed"
     xml = junitparser.JUnitXml.fromfile(str(j))
     suites = list(xml) if isinstance(xml, junitparser.JUnitXml) else [xml]
-    assert {p.name for p in suites[0].properties()} >= {"hostname", "image", "python", "rank", "size", "command"}
+    # The merged JUnit `contprobe report` writes: a suite per image, a case per probe.
+    assert {p.name for p in suites[0].properties()} >= {"image", "night", "site"}
+    assert "env.ld_preload" in {c.name for c in suites[0]}
     assert m.read_text().startswith("# contprobe doctor: passed")
 
 

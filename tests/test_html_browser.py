@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from contprobe import catalog
+from contprobe.inimage import catalog
 
 from tests.test_report import LEAK, clone, probe_run, report
 

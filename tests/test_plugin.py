@@ -8,13 +8,13 @@ from pathlib import Path
 import junitparser
 import pytest
 
-from contprobe import catalog
-from contprobe.expect import MARKERS, parse_bind, parse_env, parse_gpus, parse_sizes
+from contprobe.inimage import catalog
+from contprobe.inimage.options import MARKERS, parse_bind, parse_env, parse_gpus, parse_sizes
 
 SECRET = "supersecret123"
 PROXY_PW = "pw4proxy"
 
-PLUGIN_CONFTEST = 'pytest_plugins = ["contprobe.plugin"]\n'
+PLUGIN_CONFTEST = 'pytest_plugins = ["contprobe.inimage.plugin"]\n'
 INI = "[pytest]\njunit_family = xunit1\njunit_suite_name = contprobe\n"
 
 
@@ -120,7 +120,7 @@ def test_options_reach_probes(suite):
 # ---- diagnoses --------------------------------------------------------------------------------
 PROBES_SRC = """
     import pytest
-    from contprobe.diagnose import fail, skip
+    from contprobe.inimage.diagnose import fail, skip
 
     def test_diagnosed():
         fail("bind-missing", "/lus does not exist here", "mounts: / /tmp")
@@ -245,7 +245,7 @@ def test_secrets_never_reach_junit(suite, monkeypatch):
     suite.makepyfile(test_leaky=f"""
         import os
         import pytest
-        from contprobe.diagnose import fail, skip
+        from contprobe.inimage.diagnose import fail, skip
 
         def test_fail_with_secret():
             fail("unknown", "token is " + os.environ["MY_API_TOKEN"], "proxy " + os.environ["HTTPS_PROXY"])

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from contprobe import context
+from contprobe.inimage import context
 from conftest import NVSMI_FIXTURES, PROBES, result_of, run_cli, standin_env
 
 

@@ -1,9 +1,9 @@
-"""contprobe.redact: secret-named variables and URL credentials never leave the process."""
+"""contprobe.inimage.redact: secret-named variables and URL credentials never leave the process."""
 from __future__ import annotations
 
 import pytest
 
-from contprobe.redact import MASK, redact_env, redact_obj, redact_text, redact_text_with_env, redact_value
+from contprobe.inimage.redact import MASK, redact_env, redact_obj, redact_text, redact_text_with_env, redact_value
 
 
 @pytest.mark.parametrize("name", ["MY_API_TOKEN", "aws_secret_access_key", "DB_PASSWORD", "SMTP_PASSWD",

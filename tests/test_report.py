@@ -1,6 +1,6 @@
 """`contprobe report` on real per-rank JUnit files written by the probe suite.
 
-Inputs come from real pytest runs of contprobe/probes (PMI_RANK/PMI_SIZE fake the rank); to get
+Inputs come from real pytest runs of contprobe/inimage/probes (PMI_RANK/PMI_SIZE fake the rank); to get
 many ranks on many hosts, real files are cloned with only their identity (rank, host, image)
 rewritten, the way a launch of the same image on other nodes would write them.
 """
@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Dict, Optional
 
 import junitparser
+import junitparser as _jp
 import pytest
 
-from contprobe.reports import collect, junit
+from contprobe import textsafe
+from contprobe.reports import collect
 
 ROOT = Path(__file__).resolve().parents[1]
-PROBES = ROOT / "contprobe" / "probes"
+PROBES = ROOT / "contprobe" / "inimage" / "probes"
 
 
 def clean_env(**extra: str) -> Dict[str, str]:
@@ -110,16 +112,20 @@ def result(doc: dict, probe: str, image: Optional[str] = None) -> dict:
 
 # ---- the reader ------------------------------------------------------------------------------
 def test_fast_reader_agrees_with_junitparser(real):
-    """The bulk reader must say exactly what the junitparser-based reader says, on real files."""
+    """The bulk reader says what junitparser's object model says about the same real files."""
     for path in real.values():
         _, kind, rf = collect.read_rank_file(str(path))
         assert kind == "ok"
-        ref = junit.read(str(path))
-        assert rf.context == ref.context
-        got = [c[:6] + (c[6] or {},) for c in rf.cases]
-        want = [(c.probe, c.outcome, c.duration_s, c.message, c.gotcha, c.fix, c.metrics) for c in ref.cases]
-        assert got == want
-        assert any(c[1] == "failed" for c in rf.cases) == (path == real["bad"])
+        cases = [c for suite in _jp.JUnitXml.fromfile(str(path)) for c in suite]
+        assert [c.name for c in cases] and len(cases) == len(rf.cases)
+        for mine, theirs in zip(rf.cases, cases):
+            props = {p.name: p.value for p in (theirs.child(_jp.Properties) or [])}
+            assert mine.probe == props["probe"]
+            assert mine.duration_s == float(theirs.time or 0.0)
+            kinds = {type(r).__name__.lower() for r in theirs.result}
+            assert (mine.outcome == "failed") == ("failure" in kinds)
+            assert (mine.outcome == "skipped") == ("skipped" in kinds)
+        assert any(c.outcome == "failed" for c in rf.cases) == (path == real["bad"])
 
 
 # ---- whole runs ------------------------------------------------------------------------------
@@ -223,9 +229,9 @@ def test_launch_json_layout_of_contprobe_run(real, tmp_path):
             "argv": [], "image": "/soft/containers/pytorch.sif", "expected_ranks": 4,
             "hosts": ["x3001c0s0b0n0", "x3001c0s1b0n0"],
             "lost": [{"rank": 3, "host": "x3001c0s1b0n0", "reason": "launch exit code 137"}],
-            "reruns": [{"probe": "binds.expected[/nonexistent-contprobe]", "change": "-B /nonexistent-contprobe",
-                        "command": "apptainer exec -B /nonexistent-contprobe ...", "outcome": "passed",
-                        "finding": "the bind was missing"}],
+            "reruns": [{"probes": ["binds.expected[/nonexistent-contprobe]"], "change": "-B /nonexistent-contprobe",
+                        "finding": "the bind was missing", "outcome": "passed",
+                        "command": "apptainer exec -B /nonexistent-contprobe ...", "exit_code": 0}],
             "started_utc": "2025-03-04T02:00:00Z", "duration_s": 12.5}
     (out / "launch.json").write_text(json.dumps(meta))
     res = report(out, "--json", tmp_path / "r.json", "--markdown", tmp_path / "r.md", "--html", tmp_path / "r.html")
@@ -237,7 +243,7 @@ def test_launch_json_layout_of_contprobe_run(real, tmp_path):
     [ln] = doc["launches"]
     assert ln["command"] == meta["command"] and ln["expected_ranks"] == 4 and ln["reruns"] == meta["reruns"]
     md = (tmp_path / "r.md").read_text()
-    assert f"`{meta['command']}`" in md and "| `binds.expected[/nonexistent-contprobe]`" in md
+    assert textsafe.md_cell(meta['command']) in md and "| binds.expected\\[/nonexistent-contprobe\\]" in md
     html = (tmp_path / "r.html").read_text()
     assert meta["command"] in html and "the bind was missing" in html
 
@@ -254,7 +260,7 @@ def _set_case_prop(probe: str, name: str, value: str):
 def test_perf_reference_from_site_profile(real, tmp_path):
     sites = tmp_path / "sites"
     sites.mkdir()
-    (sites / "testsite.toml").write_text('name = "testsite"\ngpus_per_node = 4\n'
+    (sites / "testsite.toml").write_text('name = "testsite"\n[gpus]\nper_node = 4\n'
                                          '[perf."env.ld_preload"]\nfake_gbps = [10.0, 0.2]\n')
     d = tmp_path / "l"
     clone(real["ok"], d, 0, "x3001c0s0b0n0", 2, edit=_set_case_prop("env.ld_preload", "metric.fake_gbps", "9.5"))
@@ -265,7 +271,7 @@ def test_perf_reference_from_site_profile(real, tmp_path):
     doc = json.loads((tmp_path / "r.json").read_text())
     r = result(doc, "env.ld_preload")
     assert r["outcome"] == "failed" and r["gotcha"] == "perf-regression"
-    assert r["message"] == "fake_gbps 5 below reference 10 - 20% (ratio 0.50)"
+    assert r["message"] == "failed on 1/2 ranks: fake_gbps 5 below reference 10 - 20% (ratio 0.50)"
     [p] = r["perf"]
     assert (p["value"], p["median"], p["reference"], p["ratio"], p["ok"]) == (5.0, 7.25, 10.0, 0.5, False)
     assert [b["rank"] for b in p["below"]] == [1]
@@ -372,7 +378,7 @@ def test_html_is_self_contained(real, tmp_path):
 def test_parallel_reading_equals_serial(real, tmp_path):
     d = launch(lambda r, h: real["bad"] if r % 7 == 0 else real["ok"], tmp_path / "l", 120, 30)
     (d / "junit-r00200-broken.xml").write_text("<testsuites><testsuite")
-    files, _, _, _ = collect.discover([str(d)])
+    files = [(p, e) for p, e, _ in collect.discover([str(d)]).rank_files]
     serial = collect.read_many(files, workers=1)
     parallel = collect.read_many(files, workers=2)
     assert [(p, k, getattr(x, "cases", x), getattr(x, "context", None)) for p, k, x in serial] == \

@@ -18,7 +18,7 @@ def test_polaris_references_and_existing_facts():
 
 def test_a_machine_is_a_profile_not_code(tmp_path, monkeypatch):
     (tmp_path / "sunspot.toml").write_text(
-        'name = "sunspot"\ndetect_hostnames = ["^x1\\\\d+c"]\ngpus_per_node = 6\n'
+        'name = "sunspot"\n[detect]\nhostnames = ["^x1\\\\d+c"]\n[gpus]\nper_node = 6\n'
         '[perf."torch.matmul"]\nmatmul_fp16_tflops = [100, 0.3]\n')
     monkeypatch.setenv(site.SITES_PATH_ENV, str(tmp_path))
     assert "sunspot" in site.available() and "polaris" in site.available()
@@ -50,3 +50,25 @@ def test_unknown_and_malformed(tmp_path, monkeypatch):
     monkeypatch.setenv(site.SITES_PATH_ENV, str(tmp_path))
     with pytest.raises(site.SiteError, match="broken.toml"):
         site.load("broken")
+
+
+@pytest.mark.parametrize("text, why", [
+    ('name = "typo"\ngpus_per_node = 4\n', "unknown key 'gpus_per_node'"),
+    ('name = "typo"\n[gpus]\nper_nod = 4\n', "unknown key gpus.per_nod"),
+    ('name = "typo"\n[gpu]\nper_node = 4\n', r"unknown section \[gpu\]"),
+    ('name = "typo"\n[launcher]\nkind = "aprun"\n', "launcher.kind 'aprun' is not one of"),
+    ('name = "typo"\n[gpus]\nper_node = "four"\n', "gpus.per_node must be a int"),
+    ('name = "typo"\n[notes]\nno-such-gotcha = "x"\n', "notes.no-such-gotcha: no such gotcha"),
+])
+def test_a_key_nothing_reads_is_a_load_error_naming_file_and_key(tmp_path, monkeypatch, text, why):
+    (tmp_path / "typo.toml").write_text(text)
+    monkeypatch.setenv(site.SITES_PATH_ENV, str(tmp_path))
+    with pytest.raises(site.SiteError, match="typo.toml.*" + why):
+        site.load("typo")
+
+
+def test_every_shipped_profile_loads_and_perlmutter_is_slurm_and_srun():
+    for name in site.available():
+        site.load(name)
+    p = site.load("perlmutter")
+    assert (p.scheduler, p.launcher, p.gpus_per_node) == ("slurm", "srun", 4)

@@ -9,8 +9,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, List, Mapping, Optional
 
-from contprobe import catalog
-from contprobe.reports.junit import CaseResult
+from contprobe.inimage import catalog
+from contprobe.model import Case
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class HostOptions:
     env: Optional[Mapping[str, str]] = None  # the environment the runtime will see (default: ours)
 
 
-def run_all(opts: HostOptions) -> List[CaseResult]:
+def run_all(opts: HostOptions) -> List[Case]:
     from contprobe.checks import network, runtime, storage, userns
     checks: List[tuple] = [
         ("host.runtime", lambda: runtime.check(opts)),
@@ -56,16 +56,16 @@ def run_all(opts: HostOptions) -> List[CaseResult]:
     return [_result(pid, fn) for pid, fn in checks]
 
 
-def _result(probe: str, fn: Callable[[], Check]) -> CaseResult:
+def _result(probe: str, fn: Callable[[], Check]) -> Case:
     t0 = time.monotonic()
     try:
         c = fn()
     except Exception as exc:  # a check must never take the run down: report it as unknown
         c = Check("error", f"{type(exc).__name__}: {exc}", catalog.UNKNOWN)
     fix = catalog.get(c.gotcha).fix_line if c.gotcha and c.outcome != "passed" else ""
-    return CaseResult(probe=probe, outcome=c.outcome, duration_s=time.monotonic() - t0,
-                      message=c.message, gotcha=c.gotcha if c.outcome != "passed" else "", fix=fix)
+    return Case(probe=probe, outcome=c.outcome, duration_s=time.monotonic() - t0,
+                message=c.message, gotcha=c.gotcha if c.outcome != "passed" else "", fix=fix)
 
 
-def first_failure(results: List[CaseResult]) -> Optional[CaseResult]:
+def first_failure(results: List[Case]) -> Optional[Case]:
     return next((r for r in results if r.outcome in ("failed", "error")), None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from contprobe.checks import Check, HostOptions, failed, passed, skipped
-from contprobe.redact import redact_text
+from contprobe.inimage.redact import redact_text
 
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
 

@@ -5,7 +5,7 @@ import os
 import shutil
 from typing import List, Optional, Tuple
 
-from contprobe import runtime as rt
+from contprobe import runtimes
 from contprobe.checks import Check, HostOptions, failed, passed
 
 NETWORK_FS = {"nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "beegfs", "fuse.sshfs", "ceph", "dvs", "wekafs"}
@@ -46,8 +46,8 @@ def _existing_parent(path: str) -> str:
 
 def check_cache_dirs(opts: HostOptions, env=None) -> Check:
     try:
-        prefix = rt.detect(opts.runtime).prefix
-    except rt.RuntimeNotFound:
+        prefix = runtimes.detect(opts.runtime).var_prefix
+    except runtimes.RuntimeNotFound:
         prefix = "APPTAINER"
     home = os.path.realpath(os.path.expanduser("~"))
     notes, problems = [], []

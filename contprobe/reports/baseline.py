@@ -9,7 +9,8 @@ import os
 from typing import Dict, List, Optional, Tuple
 
 from contprobe.reports.collect import read_json
-from contprobe.reports.merge import FAILING, NIGHT_DIR, Report, image_name
+from contprobe.model import FAILING, Report, image_name
+from contprobe.reports.merge import NIGHT_DIR
 
 FLAKY_WINDOW = 7          # nights looked at for alternation
 FLAKY_FLIPS = 2           # pass->fail->pass (or the reverse) at least this often is flaky

@@ -1,9 +1,13 @@
-"""Find and read per-rank JUnit files and launch.json files, fast, naming every unreadable one.
+"""Collect: find and read rank JUnit files, rank journals and launch records, naming every unusable one.
 
-`contprobe report` may face 10,000 rank files on a 2-core login node. junitparser's object model
-costs ~2 ms a file, so the bulk reader walks the same pytest JUnit with ElementTree's C parser
-(what junitparser itself parses with) and reads files in worker processes; it yields the same
-records as `contprobe.reports.junit.read` (tests hold the two to each other on real files).
+The first stage of the one results pipeline (collect -> merge -> render) that every command uses.
+
+Everything in a results tree except a launch record is written inside the image under test and is
+untrusted: files are read only if regular, never through a link, at most `FILE_CAP` bytes; fields
+are checked and bounded; a rank file is attributed to the launch whose record sits above it, and
+only when it lies directly in that launch's `ranks/` directory. `contprobe report` may face
+100,000 rank files on a 2-core login node, so files are parsed with ElementTree's C parser in
+worker processes.
 """
 from __future__ import annotations
 
@@ -17,134 +21,146 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from contprobe import catalog
+from contprobe import safeio
+from contprobe.inimage import catalog
+from contprobe.model import OUTCOMES, Case, LaunchRecord, Problem, Rank, RecordError
 from contprobe.suite import UsageError
 
 MERGED_NAME = "contprobe-report"      # <testsuites name=...> of our own merged output: never an input
-# `contprobe run` also writes all ranks' suites into one file next to ranks/: reading it too would
-# count every rank twice. Named explicitly it is still read.
-SKIPPED_NAMES = ("merged-junit.xml",)
-RANK_FILE = re.compile(r"junit-r(\d+)-(.+)\.xml$")
-# A rank's journal (contprobe.plugin): read only for a rank whose JUnit never appeared.
-JOURNAL_FILE = re.compile(r"partial-r(\d+)-(.+)\.jsonl$")
-EVIDENCE_MAX = 4000                   # characters of a failure's text kept for the report
+SKIPPED_NAMES = ("merged-junit.xml", "junit.xml")   # outputs of run/report, never rank inputs in a tree
+RANK_FILE = re.compile(r"junit-r(\d{1,7})-(.+)\.xml$")
+JOURNAL_FILE = re.compile(r"partial-r(\d{1,7})-(.+)\.jsonl$")
+LAUNCH_RECORD = "launch.json"
+RANKS_DIR = "ranks"
+CRASHED = "rank crashed or hung during this probe (no JUnit written)"
 
-# One testcase as read from a file:
-# (probe, outcome, duration_s, message, gotcha, fix, metrics or None, evidence)
-Case = Tuple[str, str, float, str, str, str, Optional[Dict[str, float]], str]
-
-
-@dataclass
-class RankFile:
-    path: str
-    context: Dict[str, str]
-    cases: List[Case]
-    digest: str
-    launch: str = ""      # the launch directory: where launch.json is (`contprobe run` puts ranks in ranks/)
-    journal: bool = False  # read from the journal of a rank that died before writing its JUnit
-
-    @property
-    def rank(self) -> Optional[int]:
-        try:
-            return int(self.context["rank"])
-        except (KeyError, ValueError):
-            m = RANK_FILE.search(os.path.basename(self.path))
-            return int(m.group(1)) if m else None
-
-    @property
-    def host(self) -> str:
-        return self.context.get("hostname") or rank_file_host(self.path) or "?"
-
-
-@dataclass
-class Problem:
-    """An input that could not be used; the report is then incomplete (exit 3)."""
-    path: str
-    message: str
+FILE_CAP = 16 << 20          # one rank file or journal
+RECORD_CAP = 8 << 20         # one launch record
+EVIDENCE_MAX = 4000          # characters of a failure's text kept
+MESSAGE_MAX = 1000
+FIELD_MAX = 300              # probe ids, gotcha ids, context values
+CONTEXT_KEYS_MAX = 200
+CASES_MAX = 5000             # per rank file
 
 
 @dataclass
 class Inputs:
-    ranks: List[RankFile] = field(default_factory=list)
-    launches: Dict[str, dict] = field(default_factory=dict)   # launch dir -> launch.json content
-    journals: List[str] = field(default_factory=list)          # partial-r*.jsonl files found
+    ranks: List[Rank] = field(default_factory=list)
+    launches: Dict[str, LaunchRecord] = field(default_factory=dict)   # launch dir -> its record
     problems: List[Problem] = field(default_factory=list)
-    unreadable: List[Tuple[str, str]] = field(default_factory=list)   # (rank file, launch dir) not readable
-
-    def launch_dir(self, rank_dir: str) -> str:
-        """`contprobe run` writes OUT/launch.json and OUT/ranks/junit-r*.xml; plain pytest runs DIR/*.xml."""
-        if rank_dir in self.launches:
-            return rank_dir
-        parent = os.path.dirname(rank_dir)
-        return parent if parent in self.launches else rank_dir
+    unreadable: List[Tuple[str, str]] = field(default_factory=list)   # (rank file, launch dir)
 
 
-def rank_file_host(path: str) -> str:
-    m = RANK_FILE.search(os.path.basename(path))
-    return m.group(2) if m else ""
+def bounded(text: object, limit: int = FIELD_MAX) -> str:
+    s = text if isinstance(text, str) else ("" if text is None else str(text))
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def known_gotcha(gid: str) -> str:
+    """An id the image claims is shown only if the catalog has it: images cannot invent diagnoses."""
+    return gid if gid in catalog.load() else (catalog.UNKNOWN if gid else "")
 
 
 # ---- discovery -------------------------------------------------------------------------------
-def discover(paths: Iterable[str]) -> Tuple[List[Tuple[str, bool]], List[str], List[Problem], List[str]]:
-    """(xml files with 'named explicitly', launch.json files, problems, rank journals) under paths, sorted.
+@dataclass
+class Found:
+    rank_files: List[Tuple[str, bool, str]] = field(default_factory=list)   # (path, explicit, launch dir)
+    journals: List[Tuple[str, str]] = field(default_factory=list)          # (path, launch dir)
+    records: List[str] = field(default_factory=list)
+    problems: List[Problem] = field(default_factory=list)
 
-    A path that does not exist is bad usage; a directory without any JUnit file is a problem
-    (a launch that wrote nothing must not look like a clean night).
+
+def _launch_of(d: str, records: Dict[str, None]) -> Optional[str]:
+    """The launch a directory belongs to: itself, or the nearest ancestor with a launch record."""
+    cur = d
+    while True:
+        if cur in records:
+            return cur
+        parent = os.path.dirname(cur)
+        if parent == cur:
+            return None
+        cur = parent
+
+
+def discover(paths: Iterable[str]) -> Found:
+    """Every rank file, journal and launch record under paths.
+
+    A path that does not exist is bad usage; a directory without any result is a problem (a launch
+    that wrote nothing must not look like a clean night). Paths named on the command line are the
+    operator's and may be links; nothing found inside them is followed.
     """
-    files: Dict[str, bool] = {}
-    launches: Dict[str, None] = {}
-    journals: Dict[str, None] = {}
-    problems: List[Problem] = []
+    out = Found()
+    records: Dict[str, None] = {}
+    candidates: List[Tuple[str, str, bool]] = []   # (dir, name, explicit)
     for p in paths:
-        if not os.path.exists(p):
+        if not os.path.lexists(p):
             raise UsageError(f"{p}: no such file or directory")
-        if os.path.isfile(p):
-            real = os.path.realpath(p)
-            if os.path.basename(p) == "launch.json":
-                launches[real] = None
+        real = os.path.realpath(p)
+        if not os.path.isdir(real):
+            d, n = os.path.split(real)
+            if n == LAUNCH_RECORD:
+                records[d] = None
             else:
-                files[real] = True
-                for d in (os.path.dirname(real), os.path.dirname(os.path.dirname(real))):
-                    if os.path.isfile(os.path.join(d, "launch.json")):
-                        launches[os.path.join(d, "launch.json")] = None
+                candidates.append((d, n, True))
+                for anc in (d, os.path.dirname(d)):
+                    if os.path.isfile(os.path.join(anc, LAUNCH_RECORD)):
+                        records[anc] = None
             continue
+        if os.path.basename(real) == RANKS_DIR and os.path.isfile(os.path.join(os.path.dirname(real), LAUNCH_RECORD)):
+            records[os.path.dirname(real)] = None   # `report OUT/ranks`: the launch is the parent
         found = 0
-        for root, dirs, names in os.walk(p, followlinks=True):
-            # Hidden directories hold staging (`contprobe run`'s .harness), never results.
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for n in sorted(names):
-                full = os.path.realpath(os.path.join(root, n))
-                if n in SKIPPED_NAMES:
+        for d, names in safeio.walk(real):
+            for n in names:
+                if n == LAUNCH_RECORD:
+                    inside = _launch_of(os.path.dirname(d), records) if d != real else None
+                    if inside is not None:
+                        # Below another launch: written by that launch's image, not by the host.
+                        out.problems.append(Problem(os.path.join(d, n), "a launch record inside another launch's "
+                                                    "results (written by the image?): ignored"))
+                    else:
+                        records[d] = None
+                elif n in SKIPPED_NAMES:
                     continue
-                if n.endswith(".xml"):
-                    files.setdefault(full, False)
+                elif n.endswith(".xml") or JOURNAL_FILE.match(n):
+                    candidates.append((d, n, False))
                     found += 1
-                elif n == "launch.json":
-                    launches[full] = None
-                elif JOURNAL_FILE.match(n):
-                    journals[full] = None
-                    found += 1  # ranks that died are lost ranks, not an empty directory
         if not found:
-            problems.append(Problem(p, "no JUnit (*.xml) files in this directory"))
-    return sorted(files.items()), sorted(launches), problems, sorted(journals)
-
-
-# ---- one file --------------------------------------------------------------------------------
-def _props(elem: Optional[ET.Element]) -> Dict[str, str]:
-    out: Dict[str, str] = {}
-    if elem is not None:
-        for p in elem:
-            if p.tag == "property":
-                out.setdefault(p.get("name", ""), p.get("value", ""))
+            out.problems.append(Problem(p, "no JUnit (*.xml) files or rank journals in this directory"))
+    out.records = sorted(records)
+    for d, n, explicit in sorted(candidates):
+        path = os.path.join(d, n)
+        launch = _launch_of(d, records)
+        if launch is not None and not explicit and d != os.path.join(launch, RANKS_DIR) and d != launch:
+            out.problems.append(Problem(path, f"a rank file outside {os.path.join(launch, RANKS_DIR)}: ignored "
+                                              "(results are attributed only by the launch that wrote them)"))
+            continue
+        launch = launch or d
+        if JOURNAL_FILE.match(n):
+            out.journals.append((path, launch))
+        else:
+            out.rank_files.append((path, explicit, launch))
     return out
 
 
+# ---- one rank file ---------------------------------------------------------------------------
 _intern = sys.intern
 _RESULT_TAGS = {"failure": "failed", "error": "error", "skipped": "skipped"}
 
 
+def _metric(k: str, v: str, metrics: Optional[Dict[str, float]]) -> Optional[Dict[str, float]]:
+    try:
+        value = float(v)
+    except ValueError:
+        return metrics
+    if value != value or value in (float("inf"), float("-inf")):
+        return metrics
+    metrics = metrics if metrics is not None else {}
+    metrics[_intern(bounded(k[7:], 64))] = value
+    return metrics
+
+
 def _case(tc: ET.Element) -> Case:
-    # The hot loop of a 10,000-file report: most cases are a passed probe with one property.
+    # The hot loop of a 100,000-file report: most cases are a passed probe with one property.
     props: Dict[str, str] = {}
     outcome, res = "passed", None
     for ch in tc:
@@ -158,48 +174,50 @@ def _case(tc: ET.Element) -> Case:
             outcome, res = _RESULT_TAGS[tag], ch
     try:
         duration = float(tc.get("time") or 0.0)
+        if not 0.0 <= duration < 1e9:
+            duration = 0.0
     except ValueError:
         duration = 0.0
-    probe = props.get("probe") or f"{tc.get('classname', '')}.{tc.get('name', '')}".strip(".")
+    probe = bounded(props.get("probe") or f"{tc.get('classname', '')}.{tc.get('name', '')}".strip("."))
     metrics: Optional[Dict[str, float]] = None
     if len(props) > 1:
         for k, v in props.items():
-            if k.startswith("metric."):
-                try:
-                    value = float(v)
-                except ValueError:
-                    continue
-                if metrics is None:
-                    metrics = {}
-                metrics[_intern(k[7:])] = value
+            if k and k.startswith("metric."):
+                metrics = _metric(k, v, metrics)
     if res is None:
-        return (_intern(probe), "passed", duration, "", "", "", metrics, "")
+        return Case(_intern(probe), "passed", duration, "", "", "", metrics, "")
     res_message = res.get("message") or ""
-    evidence = (res.text or "").strip()
-    gotcha = props.get("gotcha", "")
+    evidence = (res.text or "")[:EVIDENCE_MAX].strip()
+    gotcha = known_gotcha(bounded(props.get("gotcha", "")))
     if outcome in ("failed", "error") and not gotcha:
         # A failure outside the probes (a crashed fixture, a collection error) still gets a verdict.
-        gotcha = catalog.match(f"{res_message}\n{evidence}")
-    fix = props.get("fix") or (catalog.get(gotcha).fix_line if gotcha else "")
-    message = props.get("message") or (res_message.strip().splitlines() or [""])[0]
+        gotcha = catalog.match(f"{res_message[:EVIDENCE_MAX]}\n{evidence}")
+    # The fix always comes from our catalog: an image cannot put its own advice in the report.
+    fix = catalog.get(gotcha).fix_line if gotcha else ""
+    message = bounded(props.get("message") or (res_message.strip().splitlines() or [""])[0], MESSAGE_MAX)
     # Interned so that pickling a worker's results back stores each repeated text once.
-    return (_intern(probe), outcome, duration, _intern(message), _intern(gotcha), _intern(fix), metrics,
-            evidence[:EVIDENCE_MAX])
+    return Case(_intern(probe), outcome, duration, _intern(message), _intern(gotcha), _intern(fix), metrics,
+                evidence)
 
 
 def read_rank_file(path: str, explicit: bool = True) -> Tuple[str, str, object]:
-    """(path, kind, payload): kind 'ok' -> RankFile, 'merged' -> None, 'error' -> message."""
+    """(path, kind, payload): kind 'ok' -> Rank, 'merged' -> None, 'error' -> message. Never raises."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        data = safeio.read_capped(path, FILE_CAP, follow=explicit)
     except OSError as exc:
         return path, "error", f"cannot be read ({exc.strerror or exc})"
     if not data.strip():
         return path, "error", "empty file; was the rank killed before writing?"
     try:
-        root = ET.fromstring(data)
+        return _parse_rank(path, data, explicit)
     except ET.ParseError as exc:
         return path, "error", f"not well-formed XML ({exc}); was the rank killed while writing?"
+    except (RecursionError, MemoryError, ValueError, TypeError) as exc:
+        return path, "error", f"not a usable JUnit file ({type(exc).__name__})"
+
+
+def _parse_rank(path: str, data: bytes, explicit: bool) -> Tuple[str, str, object]:
+    root = ET.fromstring(data)
     if root.tag == "testsuites":
         if root.get("name") == MERGED_NAME:
             return (path, "merged", None) if not explicit else \
@@ -208,7 +226,7 @@ def read_rank_file(path: str, explicit: bool = True) -> Tuple[str, str, object]:
     elif root.tag == "testsuite":
         suites = [root]
     else:
-        return path, "error", f"not a JUnit file (root element <{root.tag}>, expected <testsuites> or <testsuite>)"
+        return path, "error", f"not a JUnit file (root element <{bounded(root.tag, 40)}>)"
     if not suites:
         return path, "error", "not a JUnit file (no <testsuite>)"
     ctx: Dict[str, str] = {}
@@ -216,12 +234,25 @@ def read_rank_file(path: str, explicit: bool = True) -> Tuple[str, str, object]:
     for suite in suites:
         for ch in suite:
             if ch.tag == "properties":
-                ctx.update({_intern(k): _intern(v) for k, v in _props(ch).items()})
+                for p in ch:
+                    k = p.get("name")
+                    if p.tag == "property" and k and k not in ctx and len(ctx) < CONTEXT_KEYS_MAX:
+                        ctx[_intern(bounded(k, 64))] = _intern(bounded(p.get("value", "")))
             elif ch.tag == "testcase":
+                if len(cases) >= CASES_MAX:
+                    return path, "error", f"more than {CASES_MAX} test cases"
                 cases.append(_case(ch))
-    if "hostname" not in ctx and suites[0].get("hostname"):
-        ctx["hostname"] = suites[0].get("hostname", "")
-    return path, "ok", RankFile(path, ctx, cases, hashlib.blake2b(data, digest_size=16).hexdigest())
+    if "hostname" not in ctx:
+        ctx["hostname"] = bounded(suites[0].get("hostname") or rank_file_host(path))
+    m = RANK_FILE.search(os.path.basename(path))
+    if "rank" not in ctx and m:
+        ctx["rank"] = str(int(m.group(1)))
+    return path, "ok", Rank(path, ctx, cases, hashlib.blake2b(data, digest_size=16).hexdigest())
+
+
+def rank_file_host(path: str) -> str:
+    m = RANK_FILE.search(os.path.basename(path))
+    return m.group(2) if m else ""
 
 
 def _read_chunk(items: List[Tuple[str, bool]]) -> list:
@@ -235,11 +266,12 @@ def _read_chunk(items: List[Tuple[str, bool]]) -> list:
 
 def read_many(items: List[Tuple[str, bool]], workers: Optional[int] = None) -> list:
     """read_rank_file over items, in worker processes when there are enough files to pay for them."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if workers is None:
         # Idle CPUs only: on a busy login node extra processes just queue behind the others.
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         idle = cpus - int(os.getloadavg()[0]) if hasattr(os, "getloadavg") else cpus
         workers = max(1, min(cpus, idle, len(items) // 400))
+    workers = min(workers, cpus, max(1, len(items) // 50))
     if workers <= 1:
         return _read_chunk(items)
     import multiprocessing as mp
@@ -249,7 +281,7 @@ def read_many(items: List[Tuple[str, bool]], workers: Optional[int] = None) -> l
         ctx = mp.get_context("fork")
     except ValueError:  # pragma: no cover - platforms without fork
         return _read_chunk(items)
-    gc.disable()  # unpickling 300k small tuples would trigger full collections over and over
+    gc.disable()  # unpickling 3,000,000 small tuples would trigger full collections over and over
     with ctx.Pool(workers) as pool:
         out: list = []
         try:
@@ -260,53 +292,124 @@ def read_many(items: List[Tuple[str, bool]], workers: Optional[int] = None) -> l
     return out
 
 
-def read_json(path: str) -> Tuple[Optional[object], Optional[str]]:
-    """(parsed JSON, None) or (None, why it cannot be used)."""
+# ---- journals: what a rank finished before it died ------------------------------------------
+def probe_of(nodeid: str) -> str:
+    """test_allreduce.py::test_mpi4py[8] -> allreduce.mpi4py[8] (the plugin's probe ids)."""
+    module, _, name = nodeid.rpartition("::")
+    module = module.rsplit("/", 1)[-1].rsplit(".py", 1)[0]
+    module = module[5:] if module.startswith("test_") else module
+    return bounded(f"{module}.{name[5:] if name.startswith('test_') else name}")
+
+
+def read_journal(path: str, launch: str) -> Tuple[Optional[Rank], str]:
+    """(Rank marked journal=True, '') or (None, why it cannot be used). Never raises."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh), None
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, f"cannot be read ({exc})"
-    except json.JSONDecodeError as exc:
-        return None, f"not valid JSON ({exc})"
+        data = safeio.read_capped(path, FILE_CAP)
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or exc})"
+    ctx: Dict[str, str] = {"partial": "yes"}
+    m = JOURNAL_FILE.search(os.path.basename(path))
+    if m:
+        ctx["rank"], ctx["hostname"] = str(int(m.group(1))), bounded(m.group(2))
+    cases: List[Case] = []
+    running: Dict[str, str] = {}
+    for line in data.decode("utf-8", "replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except (ValueError, RecursionError):
+            continue  # the line being written when the rank died, or not ours
+        if not isinstance(entry, dict):
+            continue
+        event = entry.get("event")
+        nodeid = entry.get("nodeid")
+        if event == "session":
+            for k in ("size", "launcher", "image"):
+                if isinstance(entry.get(k), (str, int)) and not isinstance(entry.get(k), bool):
+                    ctx[k] = bounded(entry[k])
+        elif event == "start" and isinstance(nodeid, str) and len(running) < CASES_MAX:
+            running[nodeid] = probe_of(nodeid)
+        elif event == "done" and isinstance(nodeid, str) and len(cases) < CASES_MAX:
+            running.pop(nodeid, None)
+            outcome = entry.get("outcome")
+            if outcome not in OUTCOMES or outcome == "lost":
+                continue
+            metrics = None
+            for k, v in entry.items():
+                if isinstance(k, str) and k.startswith("metric.") and isinstance(v, (str, int, float)) \
+                        and not isinstance(v, bool):
+                    metrics = _metric(k, str(v), metrics)
+            gotcha = known_gotcha(bounded(entry.get("gotcha")))
+            duration = entry.get("duration_s")
+            duration = float(duration) if isinstance(duration, (int, float)) and not isinstance(duration, bool) \
+                and 0 <= duration < 1e9 else 0.0
+            cases.append(Case(bounded(entry.get("probe")) or probe_of(nodeid), outcome, duration,
+                              bounded(entry.get("message"), MESSAGE_MAX), gotcha,
+                              catalog.get(gotcha).fix_line if gotcha else "", metrics, ""))
+    for probe in running.values():
+        cases.append(Case(probe, "error", 0.0, CRASHED, "rank-lost", catalog.get("rank-lost").fix_line))
+    digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+    return Rank(path, ctx, cases, digest, launch, journal=True), ""
 
 
-def read_launch(path: str) -> Tuple[Optional[dict], Optional[str]]:
+# ---- launch records --------------------------------------------------------------------------
+def read_json(path: str, cap: int = RECORD_CAP, follow: bool = False) -> Tuple[Optional[object], Optional[str]]:
+    """(parsed strict JSON, None) or (None, why it cannot be used). Never raises."""
+    try:
+        data = safeio.read_capped(path, cap, follow=follow)
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or exc})"
+
+    def no_constants(name: str) -> None:
+        raise ValueError(f"{name} is not JSON")
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=no_constants), None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return None, f"not valid JSON ({bounded(exc, 120)})"
+
+
+def read_record(path: str) -> Tuple[Optional[LaunchRecord], Optional[str]]:
     doc, why = read_json(path)
     if why:
         return None, why
-    if not isinstance(doc, dict):
-        return None, "not a launch.json object"
-    return doc, None
+    try:
+        return LaunchRecord.from_json(doc), None
+    except RecordError as exc:
+        return None, f"not a launch record ({exc})"
 
 
 # ---- everything ------------------------------------------------------------------------------
 def collect(paths: Iterable[str], workers: Optional[int] = None) -> Inputs:
-    """Read every rank file and launch.json under paths. Duplicates and unreadable files become
-    problems; what is readable is kept. Deterministic: the result depends only on the files."""
-    files, launch_files, problems, journals = discover(paths)
-    # Of two copies the one named like a rank file is kept, the other reported as the duplicate.
-    files.sort(key=lambda it: (RANK_FILE.search(os.path.basename(it[0])) is None, it[0]))
-    inputs = Inputs(problems=problems)
-    for lf in launch_files:
-        doc, err = read_launch(lf)
+    """Read every rank file, journal and launch record under paths. Duplicates and unusable files
+    become problems; what is readable is kept. Deterministic: the result depends only on the files."""
+    found = discover(paths)
+    inputs = Inputs(problems=list(found.problems))
+    for d in found.records:
+        rec, err = read_record(os.path.join(d, LAUNCH_RECORD))
         if err:
-            inputs.problems.append(Problem(lf, err))
+            inputs.problems.append(Problem(os.path.join(d, LAUNCH_RECORD), err))
         else:
-            inputs.launches[os.path.dirname(lf)] = doc
+            inputs.launches[d] = rec
+    # Of two copies the one named like a rank file is kept, the other reported as the duplicate.
+    files = sorted(found.rank_files, key=lambda it: (RANK_FILE.search(os.path.basename(it[0])) is None, it[0]))
+    launch_of = {p: launch for p, _, launch in files}
     by_digest: Dict[str, str] = {}
     by_rank: Dict[Tuple[str, int], str] = {}
-    for path, kind, payload in read_many(files, workers):
+    for path, kind, payload in read_many([(p, e) for p, e, _ in files], workers):
         if kind == "merged":
             continue
-        launch = inputs.launch_dir(os.path.dirname(path))
+        launch = launch_of[path]
         if kind == "error":
             inputs.problems.append(Problem(path, str(payload)))
             inputs.unreadable.append((path, launch))
             continue
         rf = payload
-        assert isinstance(rf, RankFile)
+        assert isinstance(rf, Rank)
         rf.launch = launch
+        rec = inputs.launches.get(launch)
+        if rec is not None and (rf.rank is None or not 0 <= rf.rank < max(rec.expected_ranks, 1)):
+            inputs.problems.append(Problem(path, f"rank {rf.context.get('rank', '?')} is outside this launch's "
+                                                 f"{rec.expected_ranks} rank(s): ignored"))
+            continue
         first = by_digest.get(rf.digest)
         if first:
             inputs.problems.append(Problem(path, f"duplicate of {first} (same content); counted once"))
@@ -321,22 +424,18 @@ def collect(paths: Iterable[str], workers: Optional[int] = None) -> Inputs:
             continue
         by_rank[key] = path
         inputs.ranks.append(rf)
-    for path in journals:
+    for path, launch in found.journals:
         m = JOURNAL_FILE.search(os.path.basename(path))
-        launch = inputs.launch_dir(os.path.dirname(path))
         if not m or (launch, int(m.group(1))) in by_rank:
             continue  # the rank wrote its JUnit: the journal adds nothing
-        inputs.journals.append(path)
-        inputs.ranks.append(read_journal(path, launch))
+        rec = inputs.launches.get(launch)
+        if rec is not None and not int(m.group(1)) < max(rec.expected_ranks, 1):
+            inputs.problems.append(Problem(path, "a journal of a rank outside this launch: ignored"))
+            continue
+        rank, why = read_journal(path, launch)
+        if rank is None:
+            inputs.problems.append(Problem(path, why))
+            continue
+        by_rank[(launch, int(m.group(1)))] = path
+        inputs.ranks.append(rank)
     return inputs
-
-
-def read_journal(path: str, launch: str) -> RankFile:
-    """What a lost rank finished before it died, as a RankFile marked journal=True."""
-    from contprobe.reports import partial
-    pr = partial.read(path)
-    with open(path, "rb") as fh:
-        digest = hashlib.blake2b(fh.read(), digest_size=16).hexdigest()
-    cases: List[Case] = [(c.probe, c.outcome, c.duration_s, c.message, c.gotcha, c.fix, c.metrics or None, "")
-                         for c in pr.cases]
-    return RankFile(path, dict(pr.context), cases, digest, launch, journal=True)

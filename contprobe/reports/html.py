@@ -10,9 +10,9 @@ from collections import Counter
 from html import escape
 from typing import Dict, List, Optional
 
-from contprobe import catalog
-from contprobe.redact import redact_text
-from contprobe.reports.merge import FAILING, SEVERITY, Report, Row
+from contprobe.inimage import catalog
+from contprobe.inimage.redact import redact_text
+from contprobe.model import FAILING, SEVERITY, Report, Row
 from contprobe.reports.summary import (fix_text, gotchas_hit, header, rank_ranges, result_cell, summary_line,
                                        where)
 from contprobe.site import Site
@@ -61,7 +61,7 @@ def _broke(report: Report, site: Optional[Site]) -> List[str]:
             since = _e(r.since) + (f" ({_e(r.change)})" if r.change else "") if r.since or r.change else _e(r.night)
             out.append(f"<tr><td>{_e(r.image)}</td><td><code class='probe'>{_e(r.probe)}</code></td>"
                        f"<td>{_e(result_cell(r))}</td><td>{'<br>'.join(_e(x) for x in where(r))}</td>"
-                       f"<td>{_e(r.message)}</td><td>{since}</td></tr>")
+                       f"<td>{_e(r.text)}</td><td>{since}</td></tr>")
         out.append("</table>")
         out.append(f"<p><b>Fix</b></p><div class='fix'>{_e(fix_text(gid, site))}</div>")
         ev = next((r.evidence for r in rows if r.evidence), "")
@@ -102,9 +102,9 @@ def _nodes_matrix(report: Report) -> List[str]:
     worst: Dict[str, Dict[str, str]] = {}
     for r in report.rows:
         for ref, c in r.entries:
-            cur = worst.setdefault(ref[1], {}).get(r.probe)
-            if cur is None or SEVERITY[c[1]] < SEVERITY[cur]:
-                worst[ref[1]][r.probe] = c[1]
+            cur = worst.setdefault(ref.host, {}).get(r.probe)
+            if cur is None or SEVERITY[c.outcome] < SEVERITY[cur]:
+                worst[ref.host][r.probe] = c.outcome
     nfail = {h: sum(1 for o in ps.values() if o in FAILING) for h, ps in worst.items()}
     hosts = sorted(worst, key=lambda h: (-nfail[h], h))
     bad_hosts = [h for h in hosts if nfail[h]]
@@ -188,9 +188,9 @@ def _launches(report: Report) -> List[str]:
     for ln in report.launches:
         bad = (ln.image, ln.night) in failing
         reruns = "".join(
-            f"<div class='small'>rerun {_e(x.get('probe', ''))} with {_e(x.get('change', ''))}: "
-            f"{_e(x.get('outcome', ''))} — {_e(x.get('finding', ''))}<br><code>{_e(x.get('command', ''))}</code></div>"
-            for x in ln.meta.get("reruns") or [] if isinstance(x, dict))
+            f"<div class='small'>rerun {_e(', '.join(x.probes))} with {_e(x.change)}: "
+            f"{_e(x.outcome)} — {_e(x.finding)}<br><code>{_e(x.command)}</code></div>"
+            for x in ln.record.reruns)
         cmd = f"<code>{_e(ln.command)}</code>" if ln.command else "<span class='small'>(no launch.json)</span>"
         out.append(f"<tr class='o-{'failed' if bad else 'passed'}'><td>{_e(ln.image)}</td><td>{_e(ln.night)}</td>"
                    f"<td>{len(ln.found)}/{ln.expected}</td><td>{len(ln.hosts)}</td><td>{cmd}{reruns}"

@@ -10,9 +10,10 @@ from typing import Optional
 
 import junitparser
 
-from contprobe.redact import redact_text
+from contprobe import textsafe
+from contprobe.inimage.redact import redact_text
 from contprobe.reports.collect import MERGED_NAME
-from contprobe.reports.merge import Report
+from contprobe.model import Report
 from contprobe.reports.summary import fix_text, result_cell, where
 from contprobe.site import Site
 
@@ -29,10 +30,10 @@ def merged(report: Report, site: Optional[Site] = None) -> junitparser.JUnitXml:
             suite.add_property("site", report.site)
         case = junitparser.TestCase(row.probe, classname=row.image, time=round(row.duration_s, 3))
         summary = result_cell(row)
-        lines = where(row) + ([row.message] if row.message else [])
+        lines = where(row) + ([row.text] if row.text else [])
         if row.outcome in ("failed", "error", "lost"):
             kind = junitparser.Failure if row.outcome == "failed" else junitparser.Error
-            res = kind(redact_text(f"{summary}: [{row.gotcha}] {row.message}"), type_=row.gotcha or row.outcome)
+            res = kind(redact_text(f"{summary}: [{row.gotcha}] {row.text}"), type_=row.gotcha or row.outcome)
             body = lines + ([f"fix: {fix_text(row.gotcha, site)}", f"see: contprobe gotchas {row.gotcha}"]
                             if row.gotcha else [])
             if row.evidence:
@@ -40,7 +41,7 @@ def merged(report: Report, site: Optional[Site] = None) -> junitparser.JUnitXml:
             res.text = redact_text("\n".join(body))
             case.result = [res]
         elif row.outcome == "skipped":
-            res = junitparser.Skipped(redact_text(f"{summary}: {row.message}"))
+            res = junitparser.Skipped(redact_text(f"{summary}: {row.text}"))
             case.result = [res]
         if row.perf or row.change:
             out = [f"{p.metric}: worst {p.worst:.4g}, median {p.median:.4g}, reference {p.reference:.4g}, "
@@ -56,5 +57,20 @@ def merged(report: Report, site: Optional[Site] = None) -> junitparser.JUnitXml:
     return xml
 
 
-def write(report: Report, path: str, site: Optional[Site] = None) -> None:
-    merged(report, site).write(path, pretty=True)
+def document(report: Report, site: Optional[Site] = None) -> str:
+    """The merged JUnit as text, with every character XML cannot carry removed."""
+    from xml.etree import ElementTree as ET
+    xml = merged(report, site)
+    _scrub(xml._elem)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(xml._elem, encoding="unicode") + "\n"
+
+
+def _scrub(elem) -> None:
+    for k, v in list(elem.attrib.items()):
+        elem.set(k, textsafe.xml(v))
+    if elem.text:
+        elem.text = textsafe.xml(elem.text)
+    if elem.tail:
+        elem.tail = textsafe.xml(elem.tail)
+    for child in elem:
+        _scrub(child)

@@ -1,15 +1,15 @@
 """The merged report as text: terminal table, Markdown and the JSON contract (with per-rank detail)."""
 from __future__ import annotations
 
-import json
 from collections import Counter
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from tabulate import tabulate
 
-from contprobe import catalog
-from contprobe.redact import redact_obj, redact_text
-from contprobe.reports.merge import FAILING, SEVERITY, Report, Row
+from contprobe.inimage import catalog
+from contprobe import textsafe
+from contprobe.inimage.redact import redact_obj, redact_text
+from contprobe.model import FAILING, SEVERITY, Report, Row
 from contprobe.site import Site
 
 HOSTS_SHOWN = 6
@@ -42,6 +42,8 @@ def result_cell(row: Row) -> str:
     oc = ordered_counts(row)
     if not oc:
         return "no ranks"
+    if row.host_side or total == 1:  # a host check, or one rank: there is nothing to count
+        return ", ".join(o for o, _ in oc)
     head = f"{oc[0][1]}/{total} {oc[0][0]}"
     return ", ".join([head] + [f"{n} {o}" for o, n in oc[1:]])
 
@@ -49,6 +51,8 @@ def result_cell(row: Row) -> str:
 def where(row: Row, hosts_shown: int = HOSTS_SHOWN) -> List[str]:
     """Which ranks on which hosts, for every outcome but the most common one (if ranks disagree)."""
     oc = ordered_counts(row)
+    if row.host_side or len(row.entries) == 1:
+        return []
     if len(oc) <= 1:
         if oc and oc[0][0] in FAILING:
             return [f"{oc[0][0]} on all {oc[0][1]} ranks: " + _hosts_text(row, oc[0][0], hosts_shown)]
@@ -67,8 +71,8 @@ def where(row: Row, hosts_shown: int = HOSTS_SHOWN) -> List[str]:
 def _hosts_text(row: Row, outcome: str, hosts_shown: int) -> str:
     by_host: Dict[str, List[int]] = {}
     for ref, c in row.entries:
-        if c[1] == outcome:
-            by_host.setdefault(ref[1], []).append(ref[0])
+        if c.outcome == outcome:
+            by_host.setdefault(ref.host, []).append(ref.rank)
     shown = sorted(by_host.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:hosts_shown]
     more = len(by_host) - len(shown)
     return "; ".join(f"{h} {rank_ranges(r)}" for h, r in shown) + (f" (+{more} more hosts)" if more > 0 else "")
@@ -83,7 +87,7 @@ def fix_text(gotcha_id: str, site: Optional[Site]) -> str:
 def gotchas_hit(rows: List[Row], lost: bool = False) -> List[catalog.Gotcha]:
     seen: Dict[str, catalog.Gotcha] = {}
     for r in rows:
-        for gid in dict.fromkeys(c[4] for _, c in r.entries if c[1] in FAILING and c[4]):
+        for gid in dict.fromkeys(c.gotcha for _, c in r.entries if c.outcome in FAILING and c.gotcha):
             seen.setdefault(gid, catalog.get(gid))
     return list(seen.values())
 
@@ -94,9 +98,9 @@ def outlier_hosts(report: Report, limit: int = 10) -> List[Tuple[str, int, List[
     hosts = set()
     for row in report.rows:
         for ref, c in row.entries:
-            hosts.add(ref[1])
-            if c[1] in FAILING:
-                bad.setdefault(ref[1], Counter())[row.probe] += 1
+            hosts.add(ref.host)
+            if c.outcome in FAILING:
+                bad.setdefault(ref.host, Counter())[row.probe] += 1
     if len(hosts) < 2 or len(bad) == len(hosts):
         return []  # one host, or everything broken: no node stands out
     ranked = sorted(bad.items(), key=lambda kv: (-len(kv[1]), -sum(kv[1].values()), kv[0]))[:limit]
@@ -116,10 +120,47 @@ def summary_line(report: Report) -> str:
 def header(report: Report) -> str:
     nights = report.nights
     night = max((r.night for r in report.rows), default="")
-    hosts = {ref[1] for r in report.rows for ref, _ in r.entries if ref[1] != "?"}
-    return (f"contprobe report: {report.verdict.upper()}: {len(report.images)} image(s), "
+    hosts = {ref.host for r in report.rows for ref, _ in r.entries if ref.host != "?"}
+    head = (f"contprobe {_mode(report)}: {report.verdict.upper()}: {len(report.images)} image(s), "
             f"{report.rank_count} rank(s) on {len(hosts)} host(s), night {night or '?'}"
             + (f" ({len(nights)} nights read)" if len(nights) > 1 else "") + f", site {report.site}")
+    one = single_launch(report)
+    if one is not None:
+        ctx = launch_context(one)
+        head += "\n" + ", ".join(f"{k}={ctx[k]}" for k in ("hostname", "image", "runtime", "python") if ctx.get(k))
+    return head
+
+
+def single_launch(report: Report):
+    cur = report.current_launches
+    return cur[0] if len(cur) == 1 else None
+
+
+def _mode(report: Report) -> str:
+    one = single_launch(report)
+    return one.record.mode if one is not None else "report"
+
+
+def launch_context(ln) -> Dict[str, object]:
+    """What doctor and run always showed for their one launch: rank 0's context and the record."""
+    rec = ln.record
+    ctx: Dict[str, object] = dict(ln.context)
+    ctx.update({"mode": rec.mode, "image": rec.image if rec.image != "host" else ctx.get("image", "host"),
+                "image_kind": rec.image_kind, "image_digest": rec.image_digest, "launcher": rec.launcher,
+                "command": rec.command, "ranks_reported": str(len(ln.found)), "results_dir": ln.dir,
+                "duration_s": f"{rec.duration_s:.2f}"})
+    if rec.runtime:
+        ctx["runtime"] = rec.runtime.split()[0]
+        ctx["runtime_version"] = rec.runtime.split()[1] if len(rec.runtime.split()) > 1 else ""
+    if rec.site:
+        ctx["site"] = rec.site
+    return ctx
+
+
+def placement_table(rows: List[Dict[str, str]]) -> str:
+    from contprobe.reports.merge import PLACEMENT_KEYS
+    return "placement:\n" + tabulate([[row[k] for k in PLACEMENT_KEYS] for row in rows],
+                                      headers=["rank", "host", "local", "CUDA_VISIBLE_DEVICES", "GPU UUIDs", "CPUs"])
 
 
 def _shorten(text: str, n: int) -> str:
@@ -141,22 +182,22 @@ def _table_rows(report: Report, md: bool) -> Tuple[List[list], List[str]]:
     for r in report.rows:
         detail = where(r)
         if r.outcome in FAILING and r.gotcha != "rank-lost":  # lost ranks have their own section
-            if r.message:
-                detail.append(_shorten(r.message, 90))
+            if r.text:
+                detail.append(_shorten(r.text, 90))
             if r.fix:
                 detail.append("fix: " + _shorten(r.fix, 90))
-        elif r.outcome == "skipped" and r.message:
-            detail.append(_shorten(r.message, 70))
+        elif r.outcome == "skipped" and r.text:
+            detail.append(_shorten(r.text, 70))
         for p in r.perf:
             detail.append(f"{p.metric} {p.worst:.3g} (median {p.median:.3g}) vs reference {p.reference:.3g}: "
                           f"ratio {p.ratio:.2f}")
         sep = "<br>" if md else "\n"
-        if md:
-            detail = [d.replace("|", "\\|") for d in detail]
+        cell = textsafe.md_cell if md else textsafe.one_line
+        detail = [cell(d) for d in detail]
         result = result_cell(r)
         if r.outcome in FAILING and not md:
             result = result.upper() if len(r.counts) == 1 else result
-        cells = ([r.image] if many else []) + [f"`{r.probe}`" if md else r.probe, result, r.gotcha or ""]
+        cells = [cell(x) for x in ([r.image] if many else []) + [r.probe, result, r.gotcha or ""]]
         cells += [_change_cell(r)] if with_change else []
         cells.append(sep.join(detail))
         rows.append(cells)
@@ -176,7 +217,11 @@ PERF_HEADERS = ["image", "probe", "metric", "worst", "median", "reference", "tol
 
 def terminal(report: Report, site: Optional[Site] = None) -> str:
     rows, headers = _table_rows(report, md=False)
-    out = [header(report), "", tabulate(rows, headers=headers) if rows else "(no results)", ""]
+    out = [header(report), ""]
+    one = single_launch(report)
+    if one is not None and len(one.placement) > 1:
+        out += [placement_table(one.placement), ""]
+    out += [tabulate(rows, headers=headers) if rows else "(no results)", ""]
     if report.lost:
         out.append(f"Lost ranks ({len(report.lost)}):")
         for lr in report.lost[:20]:
@@ -212,7 +257,7 @@ def terminal(report: Report, site: Optional[Site] = None) -> str:
         out += [f"  {p.path}: {p.message}" for p in report.problems]
         out.append("")
     out.append(summary_line(report))
-    return redact_text("\n".join(out)) + "\n"
+    return "\n".join(out) + "\n"
 
 
 def _baseline_lines(report: Report) -> List[str]:
@@ -239,12 +284,13 @@ def _reproducers(report: Report) -> List[Tuple[str, str]]:
 
 def markdown(report: Report, site: Optional[Site] = None, title: str = "contprobe report") -> str:
     rows, headers = _table_rows(report, md=True)
-    lines = [f"# {title}: {report.verdict}", "", header(report), "",
+    lines = [f"# {textsafe.md_cell(title)}: {report.verdict}", "", textsafe.md_text(header(report)), "",
              tabulate(rows, headers=headers, tablefmt="github") if rows else "(no results)", "",
              summary_line(report), ""]
     if report.lost:
         lines += [f"## Lost ranks ({len(report.lost)})", ""]
-        lines += [f"- rank {lr.rank} on `{lr.host}` ({lr.image}, {lr.night}): {lr.reason}" for lr in report.lost[:50]]
+        lines += [textsafe.md_cell(f"- rank {lr.rank} on {lr.host} ({lr.image}, {lr.night}): {lr.reason}")
+                  for lr in report.lost[:50]]
         lines += [f"- ... and {len(report.lost) - 50} more" if len(report.lost) > 50 else "", ""]
     perf = _perf_rows(report)
     if perf:
@@ -256,21 +302,24 @@ def markdown(report: Report, site: Optional[Site] = None, title: str = "contprob
                   fix_text(g.id, site), "", f"Source: {g.source}", ""]
     repro = _reproducers(report)
     if repro:
-        lines += ["## Reproducers", ""] + [f"- {img}: `{cmd}`" for img, cmd in repro] + [""]
+        lines += ["## Reproducers", ""] + [f"- {textsafe.md_cell(img)}: {textsafe.md_cell(cmd)}"
+                                           for img, cmd in repro] + [""]
     if report.problems:
         lines += [f"## Incomplete: {len(report.problems)} input(s) could not be used", ""]
-        lines += [f"- `{p.path}`: {p.message}" for p in report.problems] + [""]
-    return redact_text("\n".join(lines))
+        lines += [f"- {textsafe.md_cell(p.path)}: {textsafe.md_cell(p.message)}" for p in report.problems] + [""]
+    return "\n".join(lines)
 
 
 # ---- JSON ------------------------------------------------------------------------------------
 def contract(report: Report, site: Optional[Site] = None) -> dict:
     """The doctor/run JSON contract, plus per-rank detail, lost ranks, launches and problems."""
     night = max((r.night for r in report.rows), default="")
-    ctx = {"mode": "report", "site": report.site, "night": night, "nights": report.nights,
-           "images": report.images, "ranks": report.rank_count,
-           "hosts": len({ref[1] for r in report.rows for ref, _ in r.entries if ref[1] != "?"}),
-           "launches": len(report.launches), "incomplete": report.incomplete}
+    one = single_launch(report)
+    ctx: Dict[str, object] = launch_context(one) if one is not None else {"mode": "report"}
+    ctx.update({"site": report.site, "night": night, "nights": report.nights,
+                "images": report.images, "ranks": report.rank_count,
+                "hosts": len({ref.host for r in report.rows for ref, _ in r.entries if ref.host != "?"}),
+                "launches": len(report.launches), "incomplete": report.incomplete})
     head = {
         "verdict": report.verdict,
         "context": ctx,
@@ -278,11 +327,13 @@ def contract(report: Report, site: Optional[Site] = None) -> dict:
         "gotchas": [dict(g.as_dict(), fix=fix_text(g.id, site)) for g in gotchas_hit(report.rows)],
         "lost": [lr.as_dict() for lr in report.lost],
         "incomplete": [{"path": p.path, "message": p.message} for p in report.problems],
+        "reruns": [rr.as_dict() for ln in report.current_launches for rr in ln.record.reruns],
+        "placement": one.placement if one is not None else [],
         "launches": [{"dir": ln.dir, "image": ln.image_path, "night": ln.night, "expected_ranks": ln.expected,
                       "found_ranks": len(ln.found), "hosts": ln.hosts, "command": ln.command,
-                      "reruns": ln.meta.get("reruns") or [], "image_digest": ln.meta.get("image_digest", ""),
-                      "runtime": ln.meta.get("runtime", ""), "started_utc": ln.meta.get("started_utc", ""),
-                      "duration_s": ln.meta.get("duration_s")}
+                      "reruns": [rr.as_dict() for rr in ln.record.reruns], "image_digest": ln.record.image_digest,
+                      "runtime": ln.record.runtime, "started_utc": ln.record.started_utc,
+                      "duration_s": ln.record.duration_s, "exit_code": ln.record.exit_code}
                      for ln in report.launches],
     }
     if report.baseline is not None:
@@ -303,6 +354,8 @@ def contract(report: Report, site: Optional[Site] = None) -> dict:
 
 def to_json(doc: dict) -> str:
     entries = sum(len(r.get("ranks", ())) for r in doc.get("results", ()))
-    if entries > PRETTY_JSON_MAX_ENTRIES:
-        return json.dumps(doc) + "\n"
-    return json.dumps(doc, indent=2) + "\n"
+    return textsafe.json_dumps(doc, indent=None if entries > PRETTY_JSON_MAX_ENTRIES else 2) + "\n"
+
+
+def safe_line(text: str) -> str:
+    return textsafe.one_line(text)

@@ -1,0 +1,72 @@
+"""Start the probe suite inside a container: python3 /.contprobe/contprobe/inimage/bootstrap.py [opts] -- [pytest args].
+
+Runs on the image's own Python (3.8+), standard library only, before anything else is imported:
+- puts the harness directory (the parent of the staged contprobe package) on sys.path;
+- uses the image's pytest when it is >= 7.0, else the pytest the harness brought along;
+- binds this rank to its GPU (CUDA_VISIBLE_DEVICES from the local rank) before MPI or CUDA start,
+  because setting it after `from mpi4py import MPI` or `hvd.init()` has no effect.
+"""
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HARNESS = os.path.dirname(os.path.dirname(HERE))
+
+
+def local_rank(env):
+    from contprobe.inimage import rankvars  # importable once HARNESS is on sys.path
+    return rankvars.local_rank(env)
+
+
+def gpu_for(local, gpus, order):
+    r = local % gpus
+    return gpus - 1 - r if order == "reversed" else r
+
+
+def pytest_usable():
+    try:
+        import pytest
+    except ImportError:
+        return False
+    try:
+        return int(pytest.__version__.split(".")[0]) >= 7
+    except ValueError:
+        return False
+
+
+def main(argv):
+    opts, sep, pytest_args = [], False, []
+    for a in argv:
+        if sep:
+            pytest_args.append(a)
+        elif a == "--":
+            sep = True
+        else:
+            opts.append(a)
+    settings = dict(o.split("=", 1) for o in opts if o.startswith("--") and "=" in o)
+    # The script's own directory must not shadow stdlib or user modules (catalog, plugin, ...).
+    if sys.path and os.path.abspath(sys.path[0]) == HERE:
+        sys.path.pop(0)
+    sys.path.insert(0, HARNESS)
+    gpus = int(settings.get("--gpus-per-node", "0") or 0)
+    if gpus > 0:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_for(local_rank(os.environ), gpus,
+                                                         settings.get("--gpu-order", "natural")))
+    brought = os.path.join(HARNESS, "pylib")
+    source = "image"
+    if not pytest_usable():
+        if not os.path.isdir(brought):
+            sys.stderr.write("contprobe: this image's Python has no pytest >= 7.0 and none was brought along\n")
+            return 4
+        sys.path.insert(1, brought)
+        for name in [m for m in sys.modules if m == "pytest" or m.startswith(("_pytest", "pluggy"))]:
+            del sys.modules[name]
+        source = "brought by contprobe"
+    import pytest
+    os.environ["CONTPROBE_PYTEST_SOURCE"] = source
+    sys.argv = [sys.argv[0]] + pytest_args  # what the report's command line shows
+    return pytest.main(pytest_args)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

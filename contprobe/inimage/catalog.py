@@ -1,0 +1,134 @@
+"""The gotcha catalog: known failures with their cause, fix and source, kept as data."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Tuple
+
+try:  # Python >= 3.11
+    import tomllib as _toml  # novermin (guarded: 3.8 - 3.10 fall back below)
+except ImportError:  # images with Python 3.8 - 3.10
+    try:
+        import tomli as _toml  # type: ignore[no-redef]
+    except ImportError:
+        from contprobe.inimage._vendor import tomli as _toml  # type: ignore[no-redef]
+
+CATALOG_PATH = Path(__file__).with_name("data") / "gotchas.toml"
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Gotcha:
+    id: str
+    title: str
+    cause: str
+    fix: str
+    source: str
+    symptoms: Tuple[str, ...] = ()
+    refs: Tuple[str, ...] = ()
+    seen_in: Tuple[str, ...] = ()      # stages whose output can show it: pull, build, launch, rank
+    rerun: str = ""                    # the one-change re-run that confirms it (RERUNS)
+    _patterns: Tuple["re.Pattern[str]", ...] = field(default=(), repr=False, compare=False)
+
+    @property
+    def fix_line(self) -> str:
+        """First line of the fix: what fits in a table cell."""
+        return self.fix.strip().splitlines()[0] if self.fix.strip() else ""
+
+    def matches(self, text: str) -> bool:
+        return any(p.search(text) for p in self._patterns)
+
+    def as_dict(self) -> Dict[str, str]:
+        return {"id": self.id, "title": self.title, "cause": self.cause,
+                "fix": self.fix.strip(), "source": self.source}
+
+
+class CatalogError(ValueError):
+    pass
+
+
+STAGES = ("pull", "build", "launch", "rank")
+RERUNS = ("gpus", "bind", "env", "nousersite")
+FIELDS = {"id", "title", "cause", "fix", "source", "symptoms", "refs", "seen_in", "rerun"}
+
+
+def _parse(data: dict) -> Dict[str, Gotcha]:
+    out: Dict[str, Gotcha] = {}
+    for i, raw in enumerate(data.get("gotcha", [])):
+        extra = sorted(set(raw) - FIELDS)
+        if extra:
+            raise CatalogError(f"gotcha #{i + 1} ({raw.get('id')!r}): unknown field {extra[0]!r}")
+        try:
+            gid = raw["id"]
+            symptoms = tuple(raw.get("symptoms", ()))
+            seen_in = tuple(raw.get("seen_in", ()))
+            bad = [x for x in seen_in if x not in STAGES]
+            if bad or (symptoms and not seen_in) or raw.get("rerun", "") not in ("",) + RERUNS:
+                raise CatalogError(f"gotcha {gid!r}: seen_in must name stages of {STAGES} when it has symptoms, "
+                                   f"rerun one of {RERUNS}")
+            g = Gotcha(id=gid, title=raw["title"], cause=raw["cause"], fix=raw["fix"],
+                       source=raw["source"], symptoms=symptoms, refs=tuple(raw.get("refs", ())),
+                       seen_in=seen_in, rerun=raw.get("rerun", ""),
+                       _patterns=tuple(re.compile(s, re.IGNORECASE) for s in symptoms))
+        except KeyError as exc:
+            raise CatalogError(f"gotcha #{i + 1} lacks field {exc}") from None
+        except re.error as exc:
+            raise CatalogError(f"gotcha {raw.get('id')!r}: bad symptom pattern: {exc}") from None
+        if gid in out:
+            raise CatalogError(f"gotcha id {gid!r} appears twice")
+        out[gid] = g
+    if UNKNOWN not in out:
+        raise CatalogError("the catalog must define the 'unknown' entry")
+    return out
+
+
+_CACHE: Dict[str, Dict[str, Gotcha]] = {}
+
+
+def load(path: Optional[Path] = None) -> Dict[str, Gotcha]:
+    """Load (once) and return the catalog keyed by id, in file order."""
+    key = str(path or CATALOG_PATH)
+    if key not in _CACHE:
+        with open(key, "rb") as fh:
+            _CACHE[key] = _parse(_toml.load(fh))
+    return _CACHE[key]
+
+
+def get(gotcha_id: str) -> Gotcha:
+    """The entry for an id; an id not in the catalog falls back to 'unknown'."""
+    cat = load()
+    return cat.get(gotcha_id, cat[UNKNOWN])
+
+
+MATCH_WINDOW = 64 * 1024     # characters of a text the patterns see: its head and its tail
+
+
+def excerpt(text: str, window: int = MATCH_WINDOW) -> str:
+    """A bounded view of a text (a 200 MB failure must not take minutes): where errors are."""
+    if len(text) <= window:
+        return text
+    half = window // 2
+    return text[:half] + "\n" + text[-half:]
+
+
+def match(text: str, stage: str = "rank", among: Optional[Iterable[str]] = None) -> str:
+    """Id of the first catalog entry seen in this stage whose symptoms match text, else 'unknown'.
+
+    `among` narrows it further for a probe that knows what it tests (nvidia-smi's own failures).
+    """
+    text = excerpt(text)
+    cat = load()
+    for g in ([cat[i] for i in among if i in cat] if among is not None else cat.values()):
+        if stage in g.seen_in and g.matches(text):
+            return g.id
+    return UNKNOWN
+
+
+def with_rerun(kind: str) -> List[str]:
+    """Ids whose failure the given one-change re-run confirms."""
+    return [g.id for g in load().values() if g.rerun == kind]
+
+
+def ids() -> List[str]:
+    return list(load())

@@ -1,0 +1,85 @@
+"""Keep secrets out of every output: secret-named variables, URL credentials, bearer tokens.
+
+Runs inside images too (the plugin redacts what ranks write): Python 3.8, standard library only.
+The host applies `redact_output` once, at the output boundary, to every document it writes.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Mapping, Optional
+
+# A name is secret when one of its _-separated words is one of these (HF_TOKEN, AWS_SECRET_ACCESS_KEY,
+# DB_PASSWORD, GITHUB_PAT). Whole words only: TOKENIZERS_PARALLELISM and KEYS_DIR are not secrets.
+SECRET_WORDS = {"TOKEN", "TOKENS", "SECRET", "SECRETS", "PASSWORD", "PASSWD", "PASS", "PWD", "KEY", "APIKEY",
+                "CREDENTIAL", "CREDENTIALS", "AUTH", "PAT", "COOKIE", "SESSION", "PRIVATE"}
+NOT_SECRET_NAMES = {"PWD", "OLDPWD"}          # the working directory, not a password
+SECRET_NAME = re.compile(r"(?:^|_)(?:" + "|".join(sorted(SECRET_WORDS, key=len, reverse=True)) + r")(?:_|$)",
+                         re.IGNORECASE)
+MASK = "<redacted>"
+# scheme://user:password@host, and proxy-style user:password@host:port without a scheme.
+URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s:@]+:[^/\s@]*@")
+BARE_CREDENTIALS = re.compile(r"(?<![\w/@.:-])(?P<user>[\w.~%+-]+):(?P<pw>[^\s/@:]+)@(?P<host>[\w.-]+:\d{1,5})\b")
+BEARER = re.compile(r"(?i)\b(?P<kind>bearer|basic|token)(?P<sp>\s+)[A-Za-z0-9._~+/=-]{6,}")
+AUTH_HEADER = re.compile(r"(?i)(?P<head>\b(?:proxy-)?authorization\s*[:=]\s*)(?P<value>[^\n\r]+)")
+ASSIGNMENT = re.compile(r"(?P<name>\b[A-Za-z_][A-Za-z0-9_]*)=(?P<value>'[^']*'|\"[^\"]*\"|[^\s\"',}\]]*)")
+MIN_LITERAL = 6          # shorter literal values (a "1", "yes") are not searched for in free text
+
+
+def is_secret_name(name: str) -> bool:
+    return name.upper() not in NOT_SECRET_NAMES and bool(SECRET_NAME.search(name))
+
+
+def redact_text(text: str) -> str:
+    text = URL_CREDENTIALS.sub(lambda m: m.group("scheme") + MASK + "@", text)
+    text = BARE_CREDENTIALS.sub(lambda m: f"{MASK}@{m.group('host')}", text)
+    text = AUTH_HEADER.sub(lambda m: m.group("head") + MASK, text)
+    return BEARER.sub(lambda m: m.group("kind") + m.group("sp") + MASK, text)
+
+
+def redact_value(name: str, value: str) -> str:
+    return MASK if is_secret_name(name) else redact_text(value)
+
+
+def redact_env(env: Mapping[str, str]) -> dict:
+    return {k: redact_value(k, v) for k, v in env.items()}
+
+
+def secret_values(env: Mapping[str, str]) -> list:
+    """Literal values of secret-named variables worth searching for, longest first."""
+    vals = {v for k, v in env.items() if v and len(v) >= MIN_LITERAL and is_secret_name(k)}
+    return sorted(vals, key=len, reverse=True)
+
+
+def redact_assignments(text: str) -> str:
+    """NAME=VALUE inside a command line or a listing: masked when NAME looks secret (--env API_TOKEN=...)."""
+    return ASSIGNMENT.sub(lambda m: f"{m.group('name')}={MASK}" if is_secret_name(m.group("name"))
+                          else m.group(0), text)
+
+
+def redact_text_with_env(text: str, env: Mapping[str, str]) -> str:
+    """URL credentials, tokens, NAME=secret pairs, and any literal secret value taken from env."""
+    text = redact_assignments(redact_text(text))
+    for v in secret_values(env):
+        if v in text:
+            text = text.replace(v, MASK)
+    return text
+
+
+def redact_output(text: str, env: Optional[Mapping[str, str]] = None) -> str:
+    """The one redaction applied at the output boundary to every document, whatever its format."""
+    return redact_text_with_env(text, os.environ if env is None else env)
+
+
+def redact_obj(obj: Any, env: Optional[Mapping[str, str]] = None) -> Any:
+    """Deep-redact a JSON-like object: secret-looking keys, URL credentials, NAME=secret pairs,
+    and any literal value of a secret variable of env (default: this process's environment)."""
+    env = os.environ if env is None else env
+    if isinstance(obj, dict):
+        return {k: (MASK if isinstance(k, str) and is_secret_name(k) and isinstance(v, str)
+                    else redact_obj(v, env)) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redact_obj(v, env) for v in obj]
+    if isinstance(obj, str):
+        return redact_text_with_env(obj, env)
+    return obj

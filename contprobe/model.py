@@ -1,0 +1,420 @@
+"""The results model: a case, a rank, a launch record, a merged report. Bottom of the import graph.
+
+Every command that shows results (doctor, run, validate, build-check, report, nightly) reads a
+results directory into these types through one path: `reports.collect` -> `reports.merge` ->
+`reports.render`. Nothing here imports the rest of contprobe except the in-image catalog reader.
+
+Cases and entries are NamedTuples: named fields for the reader, tuple speed and pickling for the
+100,000-rank report.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+
+OUTCOMES = ("passed", "failed", "error", "skipped", "lost", "warning")
+FAILING = ("failed", "error", "lost")
+# The outcome that names a probe over many ranks: any failure wins, then lost, then passed.
+SEVERITY = {"failed": 0, "error": 1, "lost": 2, "warning": 3, "passed": 4, "skipped": 5}
+# Probes the host runs itself (checks, the build, the launch): one per launch, not one per rank.
+HOST_PREFIXES = ("host.", "build.", "launch.", "pull.")
+
+
+class Case(NamedTuple):
+    """One probe's result on one rank (or one host-side check)."""
+    probe: str
+    outcome: str
+    duration_s: float = 0.0
+    message: str = ""
+    gotcha: str = ""
+    fix: str = ""
+    metrics: Optional[Dict[str, float]] = None
+    evidence: str = ""
+
+    def as_dict(self) -> dict:
+        d = {"probe": self.probe, "outcome": self.outcome, "duration_s": round(self.duration_s, 3),
+             "message": self.message, "gotcha": self.gotcha, "fix": self.fix}
+        if self.metrics:
+            d["metrics"] = dict(self.metrics)
+        if self.evidence:
+            d["evidence"] = self.evidence
+        return d
+
+
+class RankRef(NamedTuple):
+    """Who reported a case: rank -1 is the host side of a launch."""
+    rank: int
+    host: str
+    launch: str
+
+
+class Entry(NamedTuple):
+    ref: RankRef
+    case: Case
+
+
+@dataclass
+class Rank:
+    """What one rank left: its JUnit file, or the journal of a rank that died before writing it."""
+    path: str
+    context: Dict[str, str]
+    cases: List[Case]
+    digest: str
+    launch: str = ""        # the launch directory (where launch.json is)
+    journal: bool = False   # read from the journal of a rank that died before writing its JUnit
+
+    @property
+    def rank(self) -> Optional[int]:
+        try:
+            return int(self.context["rank"])
+        except (KeyError, ValueError):
+            return None
+
+    @property
+    def host(self) -> str:
+        return self.context.get("hostname") or "?"
+
+
+@dataclass
+class Problem:
+    """An input that could not be used; the report is then incomplete (exit 3)."""
+    path: str
+    message: str
+
+
+@dataclass
+class LostRank:
+    rank: int
+    host: str
+    reason: str
+    gotcha: str = "rank-lost"
+
+
+@dataclass
+class Rerun:
+    """A one-change re-run: what changed, which probes, what it found, and its exact command."""
+    probes: List[str]
+    change: str
+    finding: str
+    outcome: str = ""
+    command: str = ""
+    exit_code: int = 0
+
+    def as_dict(self) -> dict:
+        return {"probes": self.probes, "change": self.change, "finding": self.finding, "outcome": self.outcome,
+                "command": self.command, "exit_code": self.exit_code}
+
+
+class RecordError(ValueError):
+    pass
+
+
+def _str(v: Any) -> str:
+    return v if isinstance(v, str) else ""
+
+
+def _num(v: Any, default: float = 0.0) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return default
+    return float(v)
+
+
+@dataclass
+class LaunchRecord:
+    """launch.json: what the host did and saw. Written only by host code, so it is trusted for
+    attribution (image, night, command); a record an image planted is refused by `collect`."""
+    mode: str = "run"
+    image: str = "host"
+    image_kind: str = ""
+    image_digest: str = ""
+    site: str = ""
+    runtime: str = ""
+    launcher: str = "none"
+    command: str = ""
+    argv: List[str] = field(default_factory=list)
+    expected_ranks: int = 1
+    hosts: List[str] = field(default_factory=list)
+    host_cases: List[Case] = field(default_factory=list)
+    lost: List[LostRank] = field(default_factory=list)
+    reruns: List[Rerun] = field(default_factory=list)
+    exit_code: int = 0
+    timed_out: bool = False
+    started_utc: str = ""
+    duration_s: float = 0.0
+    night: str = ""
+    owner: int = -1          # uid that wrote the record (checked against the file's owner)
+
+    def to_json(self) -> dict:
+        return {"format": "contprobe-launch/1", "mode": self.mode, "image": self.image,
+                "image_kind": self.image_kind, "image_digest": self.image_digest, "site": self.site,
+                "runtime": self.runtime, "launcher": self.launcher, "command": self.command, "argv": self.argv,
+                "expected_ranks": self.expected_ranks, "hosts": self.hosts,
+                "host_cases": [c.as_dict() for c in self.host_cases],
+                "lost": [vars(x) for x in self.lost], "reruns": [r.as_dict() for r in self.reruns],
+                "exit_code": self.exit_code, "timed_out": self.timed_out, "started_utc": self.started_utc,
+                "duration_s": round(self.duration_s, 3), "night": self.night}
+
+    @classmethod
+    def from_json(cls, doc: Any, max_ranks: int = 1_000_000) -> "LaunchRecord":
+        """Schema-checked: wrong types are dropped or refused, never trusted into a crash."""
+        if not isinstance(doc, dict):
+            raise RecordError("not a launch record (a JSON object)")
+        expected = doc.get("expected_ranks", 1)
+        if isinstance(expected, bool) or not isinstance(expected, int) or not 0 <= expected <= max_ranks:
+            raise RecordError(f"expected_ranks must be a whole number in 0..{max_ranks}")
+        rec = cls(mode=_str(doc.get("mode")) or "run", image=_str(doc.get("image")) or "host",
+                  image_kind=_str(doc.get("image_kind")), image_digest=_str(doc.get("image_digest")),
+                  site=_str(doc.get("site")), runtime=_str(doc.get("runtime")),
+                  launcher=_str(doc.get("launcher")) or "none", command=_str(doc.get("command")),
+                  argv=[a for a in doc.get("argv") or [] if isinstance(a, str)] if isinstance(doc.get("argv"), list) else [],
+                  expected_ranks=expected,
+                  hosts=[h for h in doc.get("hosts") or [] if isinstance(h, str)] if isinstance(doc.get("hosts"), list) else [],
+                  exit_code=int(_num(doc.get("exit_code"))), timed_out=doc.get("timed_out") is True,
+                  started_utc=_str(doc.get("started_utc")), duration_s=_num(doc.get("duration_s")),
+                  night=_str(doc.get("night")))
+        for item in doc.get("host_cases") or [] if isinstance(doc.get("host_cases"), list) else []:
+            c = case_from_dict(item)
+            if c is not None:
+                rec.host_cases.append(c)
+        for item in doc.get("lost") or [] if isinstance(doc.get("lost"), list) else []:
+            if isinstance(item, dict) and isinstance(item.get("rank"), int) and not isinstance(item.get("rank"), bool):
+                rec.lost.append(LostRank(item["rank"], _str(item.get("host")) or "?",
+                                         _str(item.get("reason")) or "reported lost by the launch",
+                                         _str(item.get("gotcha")) or "rank-lost"))
+        for item in doc.get("reruns") or [] if isinstance(doc.get("reruns"), list) else []:
+            if isinstance(item, dict) and isinstance(item.get("probes"), list):
+                rec.reruns.append(Rerun([p for p in item["probes"] if isinstance(p, str)], _str(item.get("change")),
+                                        _str(item.get("finding")), _str(item.get("outcome")),
+                                        _str(item.get("command")), int(_num(item.get("exit_code")))))
+        return rec
+
+
+def case_from_dict(item: Any) -> Optional[Case]:
+    if not isinstance(item, dict) or not isinstance(item.get("probe"), str):
+        return None
+    outcome = item.get("outcome")
+    if outcome not in OUTCOMES:
+        return None
+    metrics = item.get("metrics")
+    metrics = {k: float(v) for k, v in metrics.items()
+               if isinstance(k, str) and not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)} \
+        if isinstance(metrics, dict) else None
+    return Case(item["probe"], outcome, _num(item.get("duration_s")), _str(item.get("message")),
+                _str(item.get("gotcha")), _str(item.get("fix")), metrics or None, _str(item.get("evidence")))
+
+
+# ---- the merged view -----------------------------------------------------------------------------
+@dataclass
+class PerfCheck:
+    metric: str
+    reference: float
+    tolerance: float
+    worst: float                # lowest value over ranks (higher is better for every reference)
+    median: float
+    ranks: int                  # ranks that reported the metric
+    below: List[Tuple[int, str, float]] = field(default_factory=list)   # (rank, host, value)
+
+    @property
+    def ratio(self) -> float:
+        return self.worst / self.reference if self.reference else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.below
+
+    def as_dict(self) -> dict:
+        return {"metric": self.metric, "value": self.worst, "median": self.median,
+                "reference": self.reference, "tolerance": self.tolerance, "ratio": round(self.ratio, 3),
+                "ok": self.ok, "ranks": self.ranks,
+                "below": [{"rank": r, "host": h, "value": v} for r, h, v in self.below]}
+
+
+@dataclass
+class Lost:
+    rank: int
+    host: str
+    reason: str
+    image: str
+    night: str
+    launch: str
+    gotcha: str = "rank-lost"   # or what the launch's own output named (launch.json)
+
+    def as_dict(self) -> dict:
+        return {"rank": self.rank, "host": self.host, "reason": self.reason, "image": self.image,
+                "night": self.night, "launch": self.launch, "gotcha": self.gotcha}
+
+
+@dataclass
+class Launch:
+    dir: str
+    image: str
+    image_path: str
+    night: str
+    record: LaunchRecord
+    expected: int
+    found: List[int]
+    hosts: List[str]
+    context: Dict[str, str] = field(default_factory=dict)   # rank 0's (or the first rank's) context
+    placement: List[Dict[str, str]] = field(default_factory=list)
+
+    @property
+    def command(self) -> str:
+        return self.record.command
+
+
+@dataclass
+class Row:
+    """One probe of one image on one night, over all its ranks."""
+    image: str
+    probe: str
+    night: str
+    entries: List[Entry] = field(default_factory=list)
+    perf: List[PerfCheck] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)         # re-run findings
+    # filled by baseline: [(night, outcome)] oldest first, excluding this night
+    history: List[Tuple[str, str]] = field(default_factory=list)
+    change: str = ""       # new | fixed | still-failing | flaky | ""
+    since: str = ""
+
+    @property
+    def key(self) -> Tuple[str, str]:
+        return self.image, self.probe
+
+    @property
+    def host_side(self) -> bool:
+        return all(e.ref.rank < 0 for e in self.entries) and bool(self.entries)
+
+    # Cached: a row is complete once merge() returns, and renderers ask many times over 100,000 ranks.
+    @cached_property
+    def counts(self) -> Dict[str, int]:
+        return dict(Counter(e.case.outcome for e in self.entries))
+
+    @cached_property
+    def outcome(self) -> str:
+        if not self.entries:
+            return "lost"
+        return min(self.counts, key=lambda o: SEVERITY.get(o, 0))
+
+    @cached_property
+    def dominant(self) -> Optional[Entry]:
+        """The entry that speaks for the row: the most common failure (or skip) text."""
+        bad = [e for e in self.entries if e.case.outcome in FAILING] or \
+              [e for e in self.entries if e.case.outcome in ("warning", "skipped")]
+        if not bad:
+            return self.entries[0] if self.entries else None
+        top = Counter((e.case.gotcha, e.case.message) for e in bad).most_common(1)[0][0]
+        return next(e for e in bad if (e.case.gotcha, e.case.message) == top)
+
+    @property
+    def gotcha(self) -> str:
+        d = self.dominant
+        return d.case.gotcha if d and d.case.outcome != "passed" else ""
+
+    @property
+    def text(self) -> str:
+        """The speaking entry's own message, with re-run findings: what a table cell shows."""
+        d = self.dominant
+        text = d.case.message if d else ""
+        return " ".join([text, *self.notes]) if self.notes else text
+
+    @property
+    def message(self) -> str:
+        """The text, prefixed with how many ranks agree when there are several (the JSON's message)."""
+        text = self.text
+        n = len(self.entries)
+        if n > 1 and not self.host_side:
+            c = self.counts
+            if len(c) == 1:
+                return f"{n}/{n} ranks {self.outcome}" + (f": {text}" if text else "")
+            return f"{self.outcome} on {c[self.outcome]}/{n} ranks" + (f": {text}" if text else "")
+        return text
+
+    @property
+    def fix(self) -> str:
+        d = self.dominant
+        return d.case.fix if d and d.case.outcome in FAILING + ("warning",) else ""
+
+    @property
+    def evidence(self) -> str:
+        d = self.dominant
+        return d.case.evidence if d and d.case.outcome != "passed" else ""
+
+    @cached_property
+    def duration_s(self) -> float:
+        return max((e.case.duration_s for e in self.entries), default=0.0)
+
+    def as_dict(self) -> dict:
+        d = {"probe": self.probe, "outcome": self.outcome, "duration_s": round(self.duration_s, 3),
+             "message": self.message, "gotcha": self.gotcha, "fix": self.fix,
+             "image": self.image, "night": self.night, "counts": self.counts}
+        if self.perf:
+            d["perf"] = [p.as_dict() for p in self.perf]
+        if self.change:
+            d["change"] = self.change
+        if self.since:
+            d["since"] = self.since
+        d["ranks"] = [_rank_dict(e) for e in self.entries]
+        return d
+
+
+def _rank_dict(e: Entry) -> dict:
+    c = e.case
+    d: dict = {"rank": e.ref.rank, "host": e.ref.host, "outcome": c.outcome}
+    if c.outcome != "passed":
+        d["message"] = c.message
+        d["gotcha"] = c.gotcha
+    if c.metrics:
+        d["metrics"] = c.metrics
+    return d
+
+
+@dataclass
+class Report:
+    rows: List[Row]                     # the latest night of each image
+    older: List[Row]                    # earlier nights found among the inputs
+    launches: List[Launch]
+    lost: List[Lost]
+    problems: List[Problem]
+    site: str = "generic"
+    baseline: Optional[dict] = None     # filled by baseline.compare
+
+    @property
+    def incomplete(self) -> bool:
+        return bool(self.problems)
+
+    @property
+    def nights(self) -> List[str]:
+        return sorted({r.night for r in self.rows + self.older if r.night})
+
+    @property
+    def images(self) -> List[str]:
+        return list(dict.fromkeys(r.image for r in self.rows))
+
+    @property
+    def current_launches(self) -> List[Launch]:
+        cur = {(r.image, r.night) for r in self.rows}
+        return [ln for ln in self.launches if (ln.image, ln.night) in cur]
+
+    @property
+    def rank_count(self) -> int:
+        return sum(max(ln.expected, len(ln.found)) for ln in self.current_launches)
+
+    @property
+    def verdict(self) -> str:
+        return "failed" if any(r.outcome in FAILING for r in self.rows) else "passed"
+
+    def exit_code(self, strict: bool = False) -> int:
+        """0 passed, 1 failed (or a warning under --strict), 3 incomplete."""
+        if self.incomplete:
+            return 3
+        if self.verdict == "failed" or (strict and any(r.outcome == "warning" for r in self.rows)):
+            return 1
+        return 0
+
+
+def image_name(path: str) -> str:
+    return os.path.basename(path.rstrip("/")) or path

@@ -9,7 +9,7 @@
 # Each repetition (interleaved, REPEAT times, medians reported):
 #   IMB    mpiexec -n NP IMB-MPI1 Allreduce -npmin NP -msglog 3:<log2 max> -msglen <SIZES file>
 #              -iter 1000,256 -time 2                       (t_avg over ranks, MPI_FLOAT sum)
-#   probe  mpiexec -n NP <venv>/bin/python -m pytest -p no:cacheprovider contprobe/probes
+#   probe  mpiexec -n NP <venv>/bin/python -m pytest -p no:cacheprovider contprobe/inimage/probes
 #              -m "allreduce or mpi" -k "(allreduce and mpi4py) or test_library"
 #              --allreduce-sizes SIZES --results-dir DIR
 #          metric.time_us of allreduce.mpi4py[<bytes>] from each rank's JUnit (the probe already takes
@@ -76,7 +76,7 @@ for r in $(seq 1 "$REPEAT"); do
     mkdir -p "$OUT/probe-$r"
     # cwd: the results dir, so that no rootdir/ini file of the caller's cwd is picked up
     (cd "$OUT/probe-$r" && LD_LIBRARY_PATH="$PY_LD" PYTHONPATH="$REPO" timeout 600 "$MPIEXEC" -n "$NP" \
-        "$PY" -m pytest -p no:cacheprovider "$REPO/contprobe/probes" -q --color=no \
+        "$PY" -m pytest -p no:cacheprovider "$REPO/contprobe/inimage/probes" -q --color=no \
         -m "allreduce or mpi" -k "(allreduce and mpi4py) or test_library" \
         --allreduce-sizes "$LENS" --results-dir "$OUT/probe-$r") >"$OUT/probe-$r.txt" 2>&1 \
         || { cat "$OUT/probe-$r.txt" >&2; die "the probe run failed"; }
@@ -146,7 +146,7 @@ if loop == "1":
 med = statistics.median
 try:  # the probe's own iteration rule, from the checkout being measured
     sys.path.insert(0, os.environ["CONTPROBE_SRC_DIR"])
-    from contprobe.probes.test_allreduce import iterations
+    from contprobe.inimage.probes.test_allreduce import iterations
 except Exception:
     iterations = None
 bus = 2.0 * (np_ - 1) / np_ if np_ > 1 else 1.0

@@ -42,7 +42,7 @@ def generate(d: str, ranks: int, cases: int, seed: int = 5) -> dict:
                  "rank": r, "size": ranks, "local_rank": r % 4, "launcher": "pals", "python": "3.10.12",
                  "pytest": "8.1.1", "driver": "535.154.05", "cuda": "12.2", "mpi_library": "MPICH 4.1.2",
                  "started_utc": "2025-01-02T03:04:05Z", "contprobe": "0.1.0",
-                 "command": "python -m pytest /opt/contprobe/probes --results-dir /eagle/p/out/ranks"}
+                 "command": "python -m pytest /opt/contprobe/inimage/probes --results-dir /eagle/p/out/ranks"}
         parts += [f'<property name="{k}" value={quoteattr(str(v))} />' for k, v in props.items()]
         parts.append("</properties>")
         for c in range(cases):

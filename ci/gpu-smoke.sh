@@ -27,7 +27,7 @@ capture() {  # capture NAME CMD...: stdout to NAME, stderr to NAME.err, exit cod
 }
 
 command -v nvidia-smi >/dev/null || { log "nvidia-smi not on PATH: not a GPU machine"; exit 2; }
-QUERY=$("$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); from contprobe.context import NVSMI_QUERY; print(NVSMI_QUERY)' "$HERE" 2>/dev/null || echo index,name,uuid)
+QUERY=$("$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); from contprobe.inimage.context import NVSMI_QUERY; print(NVSMI_QUERY)' "$HERE" 2>/dev/null || echo index,name,uuid)
 
 capture nvidia-smi.txt nvidia-smi
 capture nvidia-smi-q.txt nvidia-smi -q

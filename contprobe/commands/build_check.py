@@ -83,8 +83,8 @@ def main(ns: argparse.Namespace) -> int:
         gotcha = "pull-stalled"
     lines = [ln for ln in res.log.strip().splitlines() if ln.strip()]
     host.append(Case("build.fakeroot", "passed" if ok else "failed", res.duration_s,
-                     f"built {os.path.basename(target)} in {res.duration_s:.1f} s" if ok
-                     else f"build exited {res.returncode}: {' | '.join(lines[-2:])}",
+                     f"built {os.path.basename(target)} in {res.duration_s:.1f} s: {run_argv_quoted(argv)}" if ok
+                     else f"build exited {res.returncode}: {' | '.join(lines[-2:])}; command: {run_argv_quoted(argv)}",
                      gotcha, catalog.get(gotcha).fix_line if gotcha else "", None,
                      "" if ok else "\n".join(lines[-30:])))
     rec.command, rec.argv = run_argv_quoted(argv), argv

@@ -72,11 +72,16 @@ def main(ns: argparse.Namespace) -> int:
 def night_dir(root: str, night: str) -> str:
     """OUT_ROOT/<night>, or <night>.N when tonight already ran (a rerun keeps the first)."""
     base = os.path.join(root, night)
-    path, n = base, 1
+    path, n = base, 2
     while os.path.exists(path):
         path = f"{base}.{n}"
         n += 1
     os.makedirs(path, mode=0o755)
+    latest = os.path.join(root, "latest")
+    if os.path.islink(latest):
+        os.unlink(latest)
+    if not os.path.exists(latest):
+        os.symlink(os.path.basename(path), latest)
     return path
 
 
@@ -90,8 +95,9 @@ def run(req: NightlyRequest) -> int:
     per = req.nodes_per_image or max(1, len(hosts)) if hosts else 1
     jobs = req.jobs or max(1, len(hosts) // per if hosts else 1)
     slices = [hosts[i * per:(i + 1) * per] for i in range(jobs)] if hosts else [[] for _ in range(jobs)]
-    state = {"done": 0, "failed": 0}
+    state = {"done": 0, "failed": 0, "running": 0}
     t0 = time.monotonic()
+    sys.stderr.write(f"[nightly] {len(imgs)} image(s), {jobs} at a time, {len(hosts) or 1} host(s); results in {root}\n")
 
     def one(i_img):
         i, img = i_img
@@ -109,19 +115,25 @@ def run(req: NightlyRequest) -> int:
                 env["PBS_NODEFILE"] = hostfile
             elif alloc.scheduler == "slurm":
                 env["SLURM_JOB_NODELIST"] = ",".join(hs)
+        state["running"] += 1
         with open(os.path.join(root, f"{name}.log"), "w") as log:
-            rc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, timeout=req.timeout + 120).returncode
+            try:
+                rc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=env, timeout=req.timeout + 120).returncode
+            except subprocess.TimeoutExpired:
+                rc = 124
+        state["running"] -= 1
         state["done"] += 1
         state["failed"] += rc != 0
-        sys.stderr.write(f"\r[nightly] {state['done']}/{len(imgs)} images, {state['failed']} not passing, "
-                         f"{time.monotonic() - t0:.0f} s")
+        elapsed = time.monotonic() - t0
+        left = elapsed / state["done"] * (len(imgs) - state["done"])
+        sys.stderr.write(f"[nightly] progress: {state['done']}/{len(imgs)} done, {state['running']} running, "
+                         f"{state['failed']} failed, {elapsed:.0f} s elapsed, ~{left:.0f} s left\n")
         sys.stderr.flush()
         return rc
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         list(pool.map(one, enumerate(imgs)))
-    sys.stderr.write("\n")
     report_dir = os.path.join(root, "report")
     history = req.out_root if os.path.isdir(req.out_root) else None
     previous = _previous_report(req.out_root, root)
@@ -131,6 +143,6 @@ def run(req: NightlyRequest) -> int:
 
 
 def _previous_report(out_root: str, current: str) -> Optional[str]:
-    nights = sorted(d for d in os.listdir(out_root) if os.path.join(out_root, d) != current
+    nights = sorted(d for d in os.listdir(out_root) if os.path.join(out_root, d) != current and d != "latest"
                     and os.path.isfile(os.path.join(out_root, d, "report", "report.json")))
     return os.path.join(out_root, nights[-1], "report", "report.json") if nights else None

@@ -119,6 +119,7 @@ def discover(paths: Iterable[str]) -> Found:
                                                     "results (written by the image?): ignored"))
                     else:
                         records[d] = None
+                        found += 1   # a launch record is a result: its host rows, its lost ranks
                 elif n in SKIPPED_NAMES:
                     continue
                 elif n.endswith(".xml") or JOURNAL_FILE.match(n):

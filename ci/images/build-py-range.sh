@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# Test images for the ends of contprobe's Python range, made with debootstrap like the others:
+#
+#   py39-rootfs/         sandbox: debootstrap minbase bullseye + python3 + python3-pytest
+#   py39.sif             Python 3.9 + Debian's pytest 6.0.2 (older than contprobe's floor:
+#                        the bundled pytest must take over)
+#   py39-nopytest.sif    Python 3.9, no pytest at all (the bundled pytest is used)
+#   py313-rootfs/        sandbox: debootstrap minbase trixie + python3 + python3-pytest
+#   py313.sif            Python 3.13 + pytest 8.x
+#   py313-nopytest.sif   Python 3.13, no pytest
+#
+# Usage: bash ci/images/build-py-range.sh [py39|py313 ...]   (as root, after ci/install-apptainer.sh)
+# Env:   CONTPROBE_IMAGES      cache dir (default /var/tmp/contprobe-images)
+#        CONTPROBE_APT_MIRROR  Debian mirror (default: the one in this machine's apt sources)
+#        CONTPROBE_REBUILD=1   rebuild even when up to date
+#        CONTPROBE_USER        user for the final exec check (default cpuser; root cannot run
+#                              containers on the CI machine)
+# Like ci/build-test-images.sh, each output has NAME.recipe-sha256 beside it and is skipped when its
+# recipe is unchanged (a re-run takes about a second). This script has its own lock and work dir, so
+# it can run while build-test-images.sh builds the bookworm images.
+set -euo pipefail
+
+CACHE=${CONTPROBE_IMAGES:-/var/tmp/contprobe-images}
+CPUSER=${CONTPROBE_USER:-cpuser}
+# zstd level 3, as in build-test-images.sh: ~4x faster than gzip on 2 cores, same size
+SQUASH_ARGS='-comp zstd -Xcompression-level 3'
+WORK=$CACHE/.work-py-range
+T_ALL=$(date +%s)
+declare -a SUMMARY=()
+declare -a MOUNTED=()
+
+log() { printf '[build-py-range] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+APT_Q=(-qq -o Dpkg::Use-Pty=0 -o Acquire::Languages=none -o Acquire::Check-Valid-Until=false)
+
+[ "$(id -u)" = 0 ] || die "must run as root"
+command -v apptainer >/dev/null || die "apptainer not found: run ci/install-apptainer.sh first"
+command -v debootstrap >/dev/null || die "debootstrap not found: run ci/install-apptainer.sh first"
+
+cleanup() {
+    local m
+    for m in "${MOUNTED[@]+"${MOUNTED[@]}"}"; do
+        mountpoint -q "$m" && umount -l "$m" || true
+    done
+}
+trap cleanup EXIT
+
+# shellcheck source=../lib/apt-mirror.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/apt-mirror.sh"
+MIRROR=$(mirror_uri)
+
+# ---------- helpers (same behaviour as build-test-images.sh's; copied, since that script is not a library)
+
+sha() { sha256sum | cut -c1-64; }
+recipe_hash() { local fns=$1; shift; { for f in $fns; do declare -f "$f"; done; printf '%s\n' "$@"; } | sha; }
+up_to_date() {  # NAME HASH
+    [ "${CONTPROBE_REBUILD:-0}" != 1 ] && [ -e "$CACHE/$1" ] && [ -f "$CACHE/$1.recipe-sha256" ] \
+        && [ "$(cat "$CACHE/$1.recipe-sha256")" = "$2" ]
+}
+human() { du -sh --apparent-size "$1" 2>/dev/null | cut -f1; }
+record() { SUMMARY+=("$(printf '%-20s %-8s %6ss  %s' "$1" "$(human "$CACHE/$1")" "$2" "$3")"); }
+
+# minimal /dev for a chroot (no bind mount of the host's /dev, so `rm -rf dev/*` stays safe)
+make_dev() {
+    local d=$1/dev
+    mkdir -p "$d"
+    [ -e "$d/null" ]    || mknod -m 666 "$d/null" c 1 3
+    [ -e "$d/zero" ]    || mknod -m 666 "$d/zero" c 1 5
+    [ -e "$d/random" ]  || mknod -m 666 "$d/random" c 1 8
+    [ -e "$d/urandom" ] || mknod -m 666 "$d/urandom" c 1 9
+    [ -e "$d/fd" ]      || ln -s /proc/self/fd "$d/fd"
+}
+
+# a command in a chroot with a clean environment and /proc (dpkg maintainer scripts want it)
+in_chroot() {
+    local dir=$1; shift
+    make_dev "$dir"
+    mkdir -p "$dir/proc"
+    if ! mountpoint -q "$dir/proc"; then mount -t proc proc "$dir/proc"; MOUNTED+=("$dir/proc"); fi
+    printf '#!/bin/sh\nexit 101\n' >"$dir/usr/sbin/policy-rc.d"; chmod 755 "$dir/usr/sbin/policy-rc.d"
+    local -a envs=(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
+                   LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes)
+    local rc=0
+    env -i "${envs[@]}" chroot "$dir" "$@" || rc=$?
+    umount "$dir/proc" || umount -l "$dir/proc"
+    return $rc
+}
+
+finish_tree() {
+    local dir=$1
+    mountpoint -q "$dir/proc" && die "$dir/proc still mounted"
+    rm -f "$dir/usr/sbin/policy-rc.d"
+    rm -rf "$dir"/var/cache/apt/*.bin "$dir"/var/cache/apt/archives/*.deb \
+           "$dir"/var/cache/apt/archives/partial/* "$dir"/var/lib/apt/lists/* \
+           "$dir"/root/.cache "$dir"/tmp/* "$dir"/var/tmp/* "$dir"/var/log/apt/* "$dir"/var/log/dpkg.log
+    find "$dir/usr" -name '__pycache__' -type d -prune -exec rm -rf {} + 2>/dev/null || true
+    # an empty /dev: apptainer brings its own; device nodes in a build base break fakeroot builds
+    rm -rf "${dir:?}"/dev/*
+    mkdir -p "$dir/proc" "$dir/sys" "$dir/tmp"
+    chmod 1777 "$dir/tmp"
+}
+
+build_sif() {  # SANDBOX NAME
+    local tmp="$CACHE/.$2.tmp"
+    rm -f "$tmp"
+    # shellcheck disable=SC2086
+    apptainer -q build -F --mksquashfs-args "$SQUASH_ARGS" "$tmp" "$1" >/dev/null
+    chmod 644 "$tmp"
+    mv -f "$tmp" "$CACHE/$2"
+}
+
+# what the image has: "python 3.9.2 pytest 6.0.2" or "python 3.13.5 pytest none"
+versions() {  # SANDBOX
+    in_chroot "$1" python3 -c 'import sys
+try:
+    import pytest; p = pytest.__version__
+except ImportError:
+    p = "none"
+print("python %d.%d.%d pytest %s" % (sys.version_info[:3] + (p,)))'
+}
+
+# ---------- recipes (SUITE from the image name) -------------------------------------------------------
+
+suite_of() { case $1 in py39) echo bullseye;; py313) echo trixie;; *) die "unknown image $1";; esac; }
+
+recipe_root() {  # TAG
+    local tag=$1 suite new; suite=$(suite_of "$1")
+    new="$WORK/$tag-rootfs.new"
+    rm -rf "$new"; mkdir -p "$WORK"
+    log "$tag: debootstrap --variant=minbase --include=python3,python3-pytest $suite from $MIRROR"
+    local -a boot=(debootstrap --variant=minbase --include=python3,python3-pytest "$suite" "$new" "$MIRROR")
+    "${boot[@]}" >"$WORK/debootstrap-$tag.log" 2>&1 \
+        || { tail -20 "$WORK/debootstrap-$tag.log" >&2; die "debootstrap $suite failed"; }
+    log "$tag: $(versions "$new")"
+    finish_tree "$new"
+    chmod -R a+rX "$new"   # an unprivileged user may use it as a --fakeroot build base or a ch-run dir
+    rm -rf "$CACHE/$tag-rootfs"
+    mv "$new" "$CACHE/$tag-rootfs"
+}
+
+recipe_sif() {  # TAG
+    build_sif "$CACHE/$1-rootfs" "$1.sif"
+}
+
+recipe_nopytest() {  # TAG
+    local d="$WORK/$1-nopytest"
+    rm -rf "$d"; mkdir -p "$WORK"
+    cp -a "$CACHE/$1-rootfs" "$d"
+    # purge, not a second debootstrap: same base packages as the pytest image, ~5 s instead of ~80 s
+    in_chroot "$d" apt-get "${APT_Q[@]}" purge -y --autoremove python3-pytest >/dev/null
+    local v; v=$(versions "$d")
+    case $v in *"pytest none") ;; *) die "$1-nopytest still has pytest: $v";; esac
+    log "$1-nopytest: $v"
+    finish_tree "$d"
+    build_sif "$d" "$1-nopytest.sif"
+    rm -rf "$d"
+}
+
+# ---------- driver -------------------------------------------------------------------------------------
+
+mkdir -p "$CACHE"
+chmod 755 "$CACHE"
+exec 9>"$CACHE/.py-range.lock"
+flock -w 1800 9 || die "another build holds $CACHE/.py-range.lock"
+HELPERS="make_dev in_chroot finish_tree build_sif versions suite_of"
+
+step() {  # NAME RECIPE-FUNCTION TAG HASH
+    local name=$1 fn=$2 tag=$3 h=$4 t0
+    if up_to_date "$name" "$h"; then
+        log "$name: up to date, skipped"; record "$name" 0 cached; return
+    fi
+    log "$name: building"
+    t0=$(date +%s)
+    rm -f "$CACHE/$name.recipe-sha256"
+    "$fn" "$tag"
+    echo "$h" >"$CACHE/$name.recipe-sha256"
+    chmod 644 "$CACHE/$name.recipe-sha256"
+    log "$name: built in $(( $(date +%s) - t0 ))s"
+    record "$name" "$(( $(date +%s) - t0 ))" built
+}
+
+WANT=("$@")
+[ ${#WANT[@]} -gt 0 ] || WANT=(py39 py313)
+for tag in "${WANT[@]}"; do
+    suite=$(suite_of "$tag")
+    h_root=$(recipe_hash "recipe_root $HELPERS" "$suite" v1)
+    step "$tag-rootfs" recipe_root "$tag" "$h_root"
+    step "$tag.sif" recipe_sif "$tag" "$(recipe_hash "recipe_sif build_sif" "$h_root" "$SQUASH_ARGS")"
+    step "$tag-nopytest.sif" recipe_nopytest "$tag" "$(recipe_hash "recipe_nopytest $HELPERS" "$h_root" "$SQUASH_ARGS")"
+done
+rm -rf "$WORK"
+
+# the images run for real as the unprivileged user (root cannot run containers on the CI machine)
+if id "$CPUSER" >/dev/null 2>&1; then
+    for tag in "${WANT[@]}"; do
+        for img in "$tag.sif" "$tag-nopytest.sif"; do
+            out=$(cd / && runuser -u "$CPUSER" -- apptainer -s exec "$CACHE/$img" python3 -c \
+                'import sys
+try:
+    import pytest; p = pytest.__version__
+except ImportError:
+    p = "none"
+print("python %d.%d.%d pytest %s" % (sys.version_info[:3] + (p,)))' 2>&1) \
+                || die "$img does not run as $CPUSER: $out"
+            log "check $img as $CPUSER: $out"
+        done
+    done
+fi
+
+log "images in $CACHE (total $(( $(date +%s) - T_ALL ))s):"
+printf '  %s\n' "${SUMMARY[@]}" >&2

@@ -351,6 +351,9 @@ class Row:
         d = {"probe": self.probe, "outcome": self.outcome, "duration_s": round(self.duration_s, 3),
              "message": self.message, "gotcha": self.gotcha, "fix": self.fix,
              "image": self.image, "night": self.night, "counts": self.counts}
+        metrics = next((e.case.metrics for e in self.entries if e.case.metrics), None)
+        if metrics:
+            d["metrics"] = metrics
         if self.perf:
             d["perf"] = [p.as_dict() for p in self.perf]
         if self.change:

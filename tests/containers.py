@@ -84,4 +84,4 @@ def chown_tree(path: str) -> None:
         return
     for root, dirs, files in os.walk(path):
         for name in [root, *[os.path.join(root, d) for d in dirs], *[os.path.join(root, f) for f in files]]:
-            os.chown(name, u.pw_uid, u.pw_gid)
+            os.chown(name, u.pw_uid, u.pw_gid, follow_symlinks=False)

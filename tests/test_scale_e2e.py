@@ -49,9 +49,11 @@ def test_four_ranks_per_node_with_polaris_gpu_order():
     # 4 ranks on 2 cores are oversubscribed: two message sizes keep the run near 30 s
     res, doc, out = run("mpich.sif", "--ranks", "4", "--ppn", "4", "--nv", "--site", "polaris", *UCX_OK,
                         "-m", "mpi or horovod or allreduce", "--allreduce-sizes", "8,1048576", timeout=600)
-    assert res.rc == 0, res
-    for probe in ("allreduce.mpi4py[1048576]", "allreduce.torch_gloo", "horovod.allreduce",
-                  "mpi.world_matches_launcher", "mpi.placement"):
+    # The one pipeline applies Polaris' performance references: a 2-core CPU machine is below them.
+    assert res.rc == 1, res
+    assert {r["gotcha"] for r in doc["results"] if r["outcome"] == "failed"} == {"perf-regression"}
+    assert result_of(doc, "allreduce.mpi4py[1048576]")["perf"][0]["ok"] is False
+    for probe in ("allreduce.torch_gloo", "horovod.allreduce", "mpi.world_matches_launcher", "mpi.placement"):
         r = result_of(doc, probe)
         assert r["outcome"] == "passed" and r["message"].startswith("4/4 ranks passed"), r
     placement = {int(p["rank"]): p for p in doc["placement"]}
@@ -78,7 +80,8 @@ def test_ucx_proc_link_failure_loses_ranks_with_the_precise_gotcha():
     res, doc, _ = run("mpich.sif", "--ranks", "2", "-m", "mpi", timeout=120)
     assert res.rc == 1, res
     lost = [r for r in doc["results"] if r["outcome"] == "lost"]
-    assert {r["probe"] for r in lost} == {"launch.rank[0]", "launch.rank[1]"}
+    assert {r["probe"] for r in lost} == {"launch.ranks"}          # no rank left a result of any probe
+    assert {x["rank"] for r in lost for x in r["ranks"]} == {0, 1}
     assert {r["gotcha"] for r in lost} == {"ucx-shm-proc-link"}
     assert {l["rank"] for l in doc["lost"]} == {0, 1}
 
@@ -90,7 +93,7 @@ def test_ucx_cma_abort_keeps_what_ranks_finished():
     assert result_of(doc, "allreduce.mpi4py[8]")["outcome"] == "passed"   # kept from the ranks' journals
     died = result_of(doc, "allreduce.mpi4py[1048576]")
     assert died["outcome"] == "error" and died["gotcha"] == "ucx-cma-eperm"
-    assert all(l["reason"] == "died during allreduce.mpi4py[1048576]" for l in doc["lost"])
+    assert all(l["reason"].startswith("ended before writing its JUnit") for l in doc["lost"])
     # The merged report keeps the precise cause of the lost ranks, not just "rank lost".
     rep = run_as_user(["report", str(out), "--json", "-"])
     assert rep.rc in (1, 3), rep
@@ -104,7 +107,7 @@ def test_hung_launch_ends_in_a_report():
     res, doc, _ = run("mpich.sif", "--ranks", "2", *UCX_OK, "-m", "mpi", "--env", "LD_PRELOAD=", timeout=1)
     assert res.rc == 1, res
     assert {l["rank"] for l in doc["lost"]} == {0, 1}
-    assert any("timed out" in r["message"] for r in doc["results"] if r["outcome"] == "lost")
+    assert all("timed out" in x["reason"] for x in doc["lost"])
 
 
 def test_mpi_library_bound_from_the_host_is_reported_as_such():

@@ -49,7 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--command", choices=["validate", "run"], default="validate")
     p.add_argument("--timeout", type=cargs.seconds, default=1800.0, metavar="S", help="per image")
     p.add_argument("--night", default="", help="the night's name (default: today's UTC date)")
-    p.add_argument("run_args", nargs=argparse.REMAINDER, help="after --: arguments for every image's run")
+    p.add_argument("--run-args", default="", metavar="'ARGS'",
+                   help="arguments for every image's run, as one shell-quoted string (--run-args='--no-rerun')")
 
 
 def images_in(d: str) -> List[str]:
@@ -64,8 +65,13 @@ def images_in(d: str) -> List[str]:
 
 def main(ns: argparse.Namespace) -> int:
     site = load_or_detect(ns.site)
-    extra = list(ns.run_args[1:] if ns.run_args[:1] == ["--"] else ns.run_args)
-    return run(NightlyRequest(ns.image_dir, site, ns.out_root, ns.jobs or 0, ns.nodes_per_image, ns.command,
+    import shlex
+    try:
+        extra = shlex.split(ns.run_args)
+    except ValueError as exc:
+        raise UsageError(f"--run-args: {exc}") from None
+    return run(NightlyRequest(ns.image_dir, site, os.path.abspath(ns.out_root), ns.jobs or 0, ns.nodes_per_image,
+                              ns.command,
                               ns.timeout, extra, ns.night))
 
 
@@ -90,6 +96,7 @@ def run(req: NightlyRequest) -> int:
     night = req.night or time.strftime("%Y-%m-%d", time.gmtime())
     os.makedirs(req.out_root, exist_ok=True)
     root = night_dir(req.out_root, night)
+    os.makedirs(os.path.join(root, "results"))
     alloc = schedulers.current(preferred=req.site.scheduler)
     hosts = alloc.hosts if alloc else []
     per = req.nodes_per_image or max(1, len(hosts)) if hosts else 1

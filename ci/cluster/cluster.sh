@@ -4,7 +4,7 @@
 #   bash ci/cluster/cluster.sh up | down | status | env
 #   bash ci/cluster/cluster.sh exec NODE CMD...        # run CMD (as root) inside node NODE
 #   bash ci/cluster/cluster.sh kill-node NODE          # SIGKILL every process of NODE (slurmd, steps, sshd)
-#   bash ci/cluster/cluster.sh revive-node NODE        # link up + restart NODE's daemons
+#   bash ci/cluster/cluster.sh revive-node NODE        # "reboot" NODE: kill leftovers, link up, daemons
 #   bash ci/cluster/cluster.sh link-down|link-up NODE  # cut / restore NODE's network link
 #
 # A node nXX is: a network namespace (/run/netns/nXX) with a veth onto our bridge cpbr0 and address
@@ -400,7 +400,8 @@ case $cmd in
     kill-node) need_node "$@"; kill_node_procs "$1"; rm -f "$D/run/slurmd-$1.pid" "$D/run/sshd-$1.pid"; log "killed $1" ;;
     link-down) need_node "$@"; ip link set "v$1" down; log "link of $1 down" ;;
     link-up) need_node "$@"; ip link set "v$1" up; log "link of $1 up" ;;
-    revive-node)
-        need_node "$@"; ip link set "v$1" up; start_node_daemons "$1"; log "revived $1" ;;
+    revive-node)   # a reboot: leftover job processes die, new boot_id, link up, fresh daemons
+        need_node "$@"; kill_node_procs "$1"; rm -f "$D/run/slurmd-$1.pid" "$D/run/sshd-$1.pid" "$D/nodes/$1/boot_id"
+        setup_node "$1"; start_node_daemons "$1"; log "revived $1" ;;
     *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -128,6 +128,7 @@ recipe_root() {  # TAG
     new="$WORK/$tag-rootfs.new"
     rm -rf "$new"; mkdir -p "$WORK"
     log "$tag: debootstrap --variant=minbase --include=python3,python3-pytest $suite from $MIRROR"
+    # shellcheck disable=SC2054  # the commas belong to --include
     local -a boot=(debootstrap --variant=minbase --include=python3,python3-pytest "$suite" "$new" "$MIRROR")
     "${boot[@]}" >"$WORK/debootstrap-$tag.log" 2>&1 \
         || { tail -20 "$WORK/debootstrap-$tag.log" >&2; die "debootstrap $suite failed"; }

@@ -179,12 +179,25 @@ do_verify() {
     log "ch-run squashfs: '$out' in $(since "$t0")s"
 }
 
+# rootless podman keeps a "pause" process (holder of the user namespace) after its first call; stop
+# it so that a verify leaves no process behind (podman starts a new one when next needed)
+stop_pause() {
+    local pf=$RUNDIR/libpod/tmp/pause.pid pid
+    [ -s "$pf" ] || return 0
+    pid=$(cat "$pf")
+    if [ -d "/proc/$pid" ] && [ "$(stat -c %U "/proc/$pid")" = "$CPUSER" ] \
+        && [ "$(tr '\0' ' ' <"/proc/$pid/cmdline")" = "podman " ]; then
+        kill -TERM "$pid" 2>/dev/null || true
+    fi
+    rm -f "$pf"
+}
+
 WANT=("$@")
 [ ${#WANT[@]} -gt 0 ] || WANT=(install verify)
 for w in "${WANT[@]}"; do
     case $w in
         install) do_install ;;
-        verify)  do_verify ;;
+        verify)  do_verify; stop_pause ;;
         *) sed -n '2,25p' "$0" >&2; exit 2 ;;
     esac
 done

@@ -1,30 +1,34 @@
 #!/usr/bin/env bash
 # A private OCI registry on loopback, with its own CA, for contprobe's docker:// and oras:// tests;
-# plus a proxy that refuses CONNECT (the "proxy 403" gotcha) and a registry that never answers
-# (conversion timeouts).
+# plus a proxy that refuses CONNECT (the "proxy 403" gotcha) and two registries that never answer
+# (conversion timeouts). Docs and timings: ci/registry/README.md; real error texts: ERRORS.md.
 #
 # Usage (as root):  bash ci/registry/registry.sh COMMAND
 #   up          CA + certs, start docker-registry (TLS, 127.0.0.1:PORT), push the test images,
-#               start the refusing proxy and the stalled server. Idempotent (re-run: ~1 s).
-#   down        stop every daemon this script started (registry, proxy, stall); data is kept
+#               start the refusing proxy and the stalled servers. Idempotent (fresh ~5 s, re-run ~0.2 s).
+#   down        stop every daemon this script started (registry, proxy, stall, stall-tls); data is kept
 #   status      what runs (exit 0 when the registry answers, 3 otherwise)
 #   env         shell assignments a test needs:  eval "$(bash ci/registry/registry.sh env)"
-#   push        (re)push the test images only (registry must be up)
+#   push [--all] (re)push the test images only (registry must be up)
 #   registry-up | registry-down | proxy-up | proxy-down | stall-up | stall-down
 #   clean       down + remove the state dir (CA, certs, pushed blobs)
 #
-# Images pushed (from $CONTPROBE_IMAGES, built by ci/build-test-images.sh):
+# Images pushed (from $CONTPROBE_IMAGES, built by ci/build-test-images.sh; rootfs/ and base.sif needed):
 #   127.0.0.1:PORT/base:1      OCI image: a tar of rootfs/ via `skopeo copy tarball:` (no config:
 #                              no Env/Cmd; runtimes supply a default PATH)
 #   127.0.0.1:PORT/base-sif:1  base.sif via `apptainer push oras://` (as $CONTPROBE_USER)
+#   with CONTPROBE_REGISTRY_ALL=1 also py39:1, py313:1 (OCI, from py39-rootfs/, py313-rootfs/) and
+#   NAME-sif:1 for nopytest mpich openmpi py39 py39-nopytest py313 py313-nopytest (those that exist)
 #
 # Env: CONTPROBE_REGISTRY_DIR   state dir (default /var/tmp/contprobe-registry)
 #      CONTPROBE_REGISTRY_PORT  registry port (default 5443)
 #      CONTPROBE_PROXY_PORT     refusing squid (default 5480)
-#      CONTPROBE_STALL_PORT     stalled server (default 5444)
+#      CONTPROBE_STALL_PORT     stalled server, TCP only (default 5444)
+#      CONTPROBE_STALL_TLS_PORT stalled server that completes TLS, then never answers (default 5446)
 #      CONTPROBE_IMAGES         image cache (default /var/tmp/contprobe-images)
 #      CONTPROBE_USER           unprivileged user for apptainer (default cpuser)
 #      CONTPROBE_REPUSH=1       push again even when the registry has the same image
+#      CONTPROBE_REGISTRY_ALL=1 also push py39:1, py313:1 (OCI) and every other SIF as NAME-sif:1
 #
 # Network: only 127.0.0.1 is used. Every daemon is tracked by a pidfile in the state dir, and
 # `down` kills exactly those pids.
@@ -34,6 +38,7 @@ DIR=${CONTPROBE_REGISTRY_DIR:-/var/tmp/contprobe-registry}
 PORT=${CONTPROBE_REGISTRY_PORT:-5443}
 PROXY_PORT=${CONTPROBE_PROXY_PORT:-5480}
 STALL_PORT=${CONTPROBE_STALL_PORT:-5444}
+STALL_TLS_PORT=${CONTPROBE_STALL_TLS_PORT:-5446}
 IMAGES=${CONTPROBE_IMAGES:-/var/tmp/contprobe-images}
 CPUSER=${CONTPROBE_USER:-cpuser}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -71,16 +76,16 @@ start_daemon() {
 
 # stop_daemon PIDFILE NAME: TERM, wait up to 10 s, then KILL; only that pid
 stop_daemon() {
-    local pf=$1 name=$2 pid i kids k
+    local pf=$1 name=$2 pid kids k
     if alive "$pf" "$name"; then
         pid=$(cat "$pf")
         # helpers it forked (squid's pinger, for one, runs in its own session and would outlive it)
         kids=$(ps -o pid= --ppid "$pid" 2>/dev/null || true)
         kill -TERM "$pid" 2>/dev/null || true
-        for i in $(seq 1 50); do [ -d "/proc/$pid" ] || break; sleep 0.2; done
+        for _ in $(seq 1 50); do [ -d "/proc/$pid" ] || break; sleep 0.2; done
         if [ -d "/proc/$pid" ]; then log "$name ($pid) ignored TERM, killing"; kill -KILL "$pid" 2>/dev/null || true; fi
         # reap: it was started by an earlier shell, so only wait for /proc to clear
-        for i in $(seq 1 25); do [ -d "/proc/$pid" ] || break; sleep 0.2; done
+        for _ in $(seq 1 25); do [ -d "/proc/$pid" ] || break; sleep 0.2; done
         for k in $kids; do kill -TERM "$k" 2>/dev/null || true; done
         log "$name stopped (pid $pid)"
     fi
@@ -91,8 +96,7 @@ stop_daemon() {
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 wait_port() {  # PORT PIDFILE NAME LOG
-    local i
-    for i in $(seq 1 100); do
+    for _ in $(seq 1 100); do
         port_open "$1" && return 0
         alive "$2" "$3" || { tail -20 "$4" >&2; die "$3 exited during start (log: $4)"; }
         sleep 0.1
@@ -202,54 +206,65 @@ needs_push() {  # NAME SOURCE_HASH REPO TAG
     return 1
 }
 
-push_oci_base() {
-    [ -d "$IMAGES/rootfs" ] || die "$IMAGES/rootfs missing: run ci/build-test-images.sh"
-    local src; src=$(cat "$IMAGES/rootfs.recipe-sha256" 2>/dev/null || echo unknown)-oci-v1
-    if ! needs_push base "$src" base 1; then log "base:1 up to date in the registry"; return; fi
+push_oci() {  # REPO ROOTFS-DIR-NAME: a rootfs sandbox in $IMAGES as docker://$REG/REPO:1
+    local repo=$1 root=$IMAGES/$2
+    [ -d "$root" ] || die "$root missing: run ci/build-test-images.sh / ci/images/build-py-range.sh"
+    local stamp=$root.recipe-sha256
+    local src; src=$(cat "$stamp" 2>/dev/null || echo unknown)-oci-v1
+    if ! needs_push "$repo" "$src" "$repo" 1; then log "$repo:1 up to date in the registry"; return; fi
     local t0; t0=$(date +%s)
     mkdir -p "$DIR/work" "$DIR/pushed"
     # a reproducible layer: sorted names, numeric owners, no gzip timestamp; file mtimes are the
     # rootfs's own. Same rootfs -> same layer digest -> same manifest digest.
-    local tarball="$DIR/work/base-rootfs.tar.gz"
-    tar -C "$IMAGES/rootfs" --numeric-owner --sort=name -cf - . | gzip -n -1 >"$tarball.tmp"
+    local tarball="$DIR/work/$repo-rootfs.tar.gz"
+    tar -C "$root" --numeric-owner --sort=name -cf - . | gzip -n -1 >"$tarball.tmp"
     mv -f "$tarball.tmp" "$tarball"
     # skopeo's tarball: transport writes the file's mtime as the image's "created" date: pin it to
-    # when rootfs was built, so a re-push of the same rootfs gives the same manifest digest
-    if [ -f "$IMAGES/rootfs.recipe-sha256" ]; then touch -r "$IMAGES/rootfs.recipe-sha256" "$tarball"
-    else touch -d @0 "$tarball"; fi
-    # tarball: -> a local OCI layout (kept: `podman load`/`ch-image` tests can use it offline)
+    # when the rootfs was built, so a re-push of the same rootfs gives the same manifest digest
+    if [ -f "$stamp" ]; then touch -r "$stamp" "$tarball"; else touch -d @0 "$tarball"; fi
+    # tarball: -> a local OCI layout (kept: `podman pull oci:`/offline tests can use it)
     # -> the registry, trusting the private CA through a containers-style cert dir
-    rm -rf "$DIR/oci/base"; mkdir -p "$DIR/oci"
-    local -a to_oci=(skopeo copy --quiet "tarball:$tarball" "oci:$DIR/oci/base:1")
-    local -a to_reg=(skopeo copy --quiet --dest-cert-dir "$DIR/certs.d/$REG" "oci:$DIR/oci/base:1" "docker://$REG/base:1")
+    rm -rf "${DIR:?}/oci/$repo"; mkdir -p "$DIR/oci"
+    local -a to_oci=(skopeo copy --quiet "tarball:$tarball" "oci:$DIR/oci/$repo:1")
+    local -a to_reg=(skopeo copy --quiet --dest-cert-dir "$DIR/certs.d/$REG" "oci:$DIR/oci/$repo:1" "docker://$REG/$repo:1")
     "${to_oci[@]}"
     "${to_reg[@]}"
     chmod -R a+rX "$DIR/oci"
     rm -f "$tarball"
-    echo "$src" >"$DIR/pushed/base"
-    log "pushed docker://$REG/base:1 ($(manifest_digest base 1)) in $(( $(date +%s) - t0 ))s"
+    echo "$src" >"$DIR/pushed/$repo"
+    log "pushed docker://$REG/$repo:1 ($(manifest_digest "$repo" 1)) in $(( $(date +%s) - t0 ))s"
 }
 
-push_sif_base() {
-    [ -f "$IMAGES/base.sif" ] || die "$IMAGES/base.sif missing: run ci/build-test-images.sh"
-    local src; src=$(cat "$IMAGES/base.sif.recipe-sha256" 2>/dev/null || sha256sum <"$IMAGES/base.sif" | cut -c1-64)-sif-v1
-    if ! needs_push base-sif "$src" base-sif 1; then log "base-sif:1 up to date in the registry"; return; fi
+push_sif() {  # NAME: $IMAGES/NAME.sif as oras://$REG/NAME-sif:1
+    local name=$1 sif=$IMAGES/$1.sif repo=$1-sif
+    [ -f "$sif" ] || die "$sif missing: run ci/build-test-images.sh / ci/images/build-py-range.sh"
+    local src; src=$(cat "$sif.recipe-sha256" 2>/dev/null || sha256sum <"$sif" | cut -c1-64)-sif-v1
+    if ! needs_push "$repo" "$src" "$repo" 1; then log "$repo:1 up to date in the registry"; return; fi
     local t0; t0=$(date +%s)
     mkdir -p "$DIR/pushed"
     # root cannot run apptainer's starter here, and users push as themselves: run as $CPUSER with a
     # clean environment; SSL_CERT_FILE is the only way apptainer trusts the private CA
     local -a cmd=(runuser -u "$CPUSER" -- env -i "HOME=$(getent passwd "$CPUSER" | cut -d: -f6)"
                   "USER=$CPUSER" PATH=/usr/local/bin:/usr/bin:/bin "SSL_CERT_FILE=$DIR/bundle.crt"
-                  apptainer -s push "$IMAGES/base.sif" "oras://$REG/base-sif:1")
+                  apptainer -s push "$sif" "oras://$REG/$repo:1")
     (cd / && "${cmd[@]}") >&2
-    echo "$src" >"$DIR/pushed/base-sif"
-    log "pushed oras://$REG/base-sif:1 ($(manifest_digest base-sif 1)) in $(( $(date +%s) - t0 ))s"
+    echo "$src" >"$DIR/pushed/$repo"
+    log "pushed oras://$REG/$repo:1 ($(manifest_digest "$repo" 1)) in $(( $(date +%s) - t0 ))s"
 }
 
+# base always; with CONTPROBE_REGISTRY_ALL=1 (or `push --all`) every other test image that exists:
+# py39:1 / py313:1 as OCI images, and each SIF as NAME-sif:1
 push_all() {
     curl -sf --cacert "$DIR/ca.crt" "https://$REG/v2/" >/dev/null || die "registry is not up: registry.sh up"
-    push_oci_base
-    push_sif_base
+    push_oci base rootfs
+    push_sif base
+    [ "${CONTPROBE_REGISTRY_ALL:-0}" = 1 ] || return 0
+    local n
+    for n in py39 py313; do [ -d "$IMAGES/$n-rootfs" ] && push_oci "$n" "$n-rootfs"; done
+    for n in nopytest mpich openmpi py39 py39-nopytest py313 py313-nopytest; do
+        [ -f "$IMAGES/$n.sif" ] && push_sif "$n"
+    done
+    return 0
 }
 
 registry_down() { stop_daemon "$DIR/registry.pid" docker-registry; }
@@ -292,29 +307,39 @@ proxy_down() { stop_daemon "$DIR/squid.pid" squid; }
 
 # ---------- the stalled registry ----------------------------------------------------------------------
 
+# two flavours: TCP accepted but TLS never answered (Go clients time out the handshake after 10 s,
+# oras:// waits forever), and TLS completed with the registry's certificate but HTTP never answered
+# (nothing on the client side times out: only the caller's own timeout ends the pull)
 stall_up() {
-    mkdir -p "$DIR"
-    if ! alive "$DIR/stall.pid" stall-server && port_open "$STALL_PORT"; then
-        die "127.0.0.1:$STALL_PORT is taken by a process this script did not start"
-    fi
-    local -a cmd=("$PY" -u "$HERE/stall-server.py" "$STALL_PORT")
-    start_daemon "$DIR/stall.pid" "$DIR/stall.log" stall-server "${cmd[@]}"
-    wait_port "$STALL_PORT" "$DIR/stall.pid" stall-server "$DIR/stall.log"
-    log "stalled server up: 127.0.0.1:$STALL_PORT accepts and never answers (pid $(cat "$DIR/stall.pid"))"
+    make_certs
+    local name port pf
+    for name in stall stall-tls; do
+        if [ $name = stall ]; then port=$STALL_PORT; else port=$STALL_TLS_PORT; fi
+        pf=$DIR/$name.pid
+        if ! alive "$pf" stall-server && port_open "$port"; then
+            die "127.0.0.1:$port is taken by a process this script did not start"
+        fi
+        local -a cmd=("$PY" -u "$HERE/stall-server.py" "$port")
+        [ $name = stall-tls ] && cmd+=(--tls "$DIR/server.crt" "$DIR/server.key")
+        start_daemon "$pf" "$DIR/$name.log" stall-server "${cmd[@]}"
+        wait_port "$port" "$pf" stall-server "$DIR/$name.log"
+    done
+    log "stalled servers up: 127.0.0.1:$STALL_PORT (TCP only, pid $(cat "$DIR/stall.pid")), 127.0.0.1:$STALL_TLS_PORT (TLS, then silence, pid $(cat "$DIR/stall-tls.pid"))"
 }
 
-stall_down() { stop_daemon "$DIR/stall.pid" stall-server; }
+stall_down() { stop_daemon "$DIR/stall.pid" stall-server; stop_daemon "$DIR/stall-tls.pid" stall-server; }
 
 # ---------- status / env -----------------------------------------------------------------------------
 
 status() {
     local rc=0 n pf name port
-    for n in registry:docker-registry:$PORT squid:squid:$PROXY_PORT stall:stall-server:$STALL_PORT; do
+    for n in registry:docker-registry:$PORT squid:squid:$PROXY_PORT stall:stall-server:$STALL_PORT \
+             stall-tls:stall-server:$STALL_TLS_PORT; do
         IFS=: read -r pf name port <<<"$n"
         if alive "$DIR/$pf.pid" "$name"; then
-            printf '%-9s up    pid %-7s 127.0.0.1:%s\n' "$pf" "$(cat "$DIR/$pf.pid")" "$port"
+            printf '%-10s up    pid %-7s 127.0.0.1:%s\n' "$pf" "$(cat "$DIR/$pf.pid")" "$port"
         else
-            printf '%-9s down\n' "$pf"
+            printf '%-10s down\n' "$pf"
             [ "$pf" = registry ] && rc=3
         fi
     done
@@ -341,21 +366,22 @@ CONTPROBE_REGISTRY_BASE_DIGEST=$(manifest_digest base 1)
 CONTPROBE_REGISTRY_BASE_SIF_DIGEST=$(manifest_digest base-sif 1)
 CONTPROBE_REFUSING_PROXY=http://127.0.0.1:$PROXY_PORT
 CONTPROBE_STALLED_REGISTRY=127.0.0.1:$STALL_PORT
+CONTPROBE_STALLED_TLS_REGISTRY=127.0.0.1:$STALL_TLS_PORT
 CONTPROBE_DOWN_REGISTRY=127.0.0.1:$((PORT + 2))
 EOF
 }
 
 # ---------- main ---------------------------------------------------------------------------------------
 
-cmd=${1:-}
-case $cmd in
+action=${1:-}
+case $action in
     up)
         [ "$(id -u)" = 0 ] || die "run as root"
         registry_up; push_all; proxy_up; stall_up ;;
     down)          registry_down; proxy_down; stall_down ;;
     status)        status ;;
     env)           print_env ;;
-    push)          push_all ;;
+    push)          [ "${2:-}" = --all ] && CONTPROBE_REGISTRY_ALL=1; push_all ;;
     registry-up)   registry_up ;;
     registry-down) registry_down ;;
     proxy-up)      proxy_up ;;

@@ -21,6 +21,7 @@ D=${CONTPROBE_CLUSTER_DIR:-/var/tmp/contprobe-cluster}   # all state, config, lo
 NNODES=${CONTPROBE_CLUSTER_NODES:-4}                      # n01..nNN (1..9)
 CPUS=${CONTPROBE_CLUSTER_CPUS:-2}                         # CPUs Slurm believes each node has
 CPUSER=${CONTPROBE_USER:-cpuser}                          # unprivileged user that runs jobs
+FAKE_BOOT_ID=${CONTPROBE_CLUSTER_FAKE_BOOT_ID:-1}         # 0: nodes share the host's boot_id
 BR=cpbr0
 NET=10.203.0
 HOST_IP=$NET.1
@@ -87,6 +88,11 @@ kill_node_procs() {
 # The sh -c script is constant; the command travels as positional arguments (no eval).
 node_run() {
     local n=$1; shift
+    # The mode chosen at 'up' (kept in $D/fake_boot_id) wins, so exec matches the node's daemons.
+    if [[ $(cat "$D/fake_boot_id" 2>/dev/null || echo "$FAKE_BOOT_ID") == 0 ]]; then   # all nodes share the real boot_id (UCX then uses shm across nodes)
+        nsenter --net="/run/netns/$n" --uts="/run/uts/$n" 9>&- -- "$@"
+        return
+    fi
     nsenter --net="/run/netns/$n" --uts="/run/uts/$n" 9>&- -- \
         unshare --mount --propagation slave -- \
         /bin/sh -c 'mount --bind "$0" /proc/sys/kernel/random/boot_id && exec "$@"' \
@@ -199,7 +205,7 @@ start_munge() {
 }
 
 setup_ssh() {
-    local u home
+    local u
     mkdir -p "$D/ssh/keys" "$D/ssh/authorized_keys" /run/sshd   # /run/sshd: privsep dir
     [[ -s $D/ssh/ssh_host_ed25519_key ]] || ssh-keygen -q -t ed25519 -N '' -f "$D/ssh/ssh_host_ed25519_key"
     cat >"$D/ssh/sshd_config" <<EOF
@@ -263,8 +269,7 @@ setup_node() {
     fi
     ip link set "v$n" master "$BR" up
     ip -n "$n" addr replace "$ip/24" dev eth0
-    ip -n "$n" link set eth0 up
-    ip -n "$n" route replace default via "$HOST_IP" dev eth0   # only 10.203.0.0/24 is reachable anyway
+    ip -n "$n" link set eth0 up   # no default route: anything outside 10.203.0.0/24 is unreachable
 }
 
 start_node_daemons() {
@@ -315,6 +320,8 @@ cmd_up() {
     mkdir -p "$D/etc" "$D/log" "$D/run" "$D/spool/ctld" "$D/nodes"
     chmod 0755 "$D" "$D/etc"
     write_config
+    # boot_id mode: fixed while the cluster is up (the running daemons already have theirs).
+    alive "$D/run/slurmctld.pid" slurmctld && [[ -s $D/fake_boot_id ]] || echo "$FAKE_BOOT_ID" >"$D/fake_boot_id"
     start_munge
     setup_ssh
     setup_bridge
@@ -331,8 +338,39 @@ cmd_up() {
     log "up: ${NODES[*]} idle in $((SECONDS - t0)) s; SLURM_CONF=$SLURM_CONF"
 }
 
+# Slurm clients on the host (srun, salloc, sbatch, ...) whose environment names this cluster's
+# SLURM_CONF: after 'down' they would wait forever for a controller that is gone.
+client_pids() {
+    local p
+    for p in /proc/[0-9]*; do
+        case $(cat "$p/comm" 2>/dev/null) in
+            srun | salloc | sbatch | sattach | scancel | scontrol | sinfo | squeue) ;;
+            *) continue ;;
+        esac
+        tr '\0' '\n' 2>/dev/null <"$p/environ" | grep -qxF "SLURM_CONF=$SLURM_CONF" && echo "${p#/proc/}"
+    done
+    return 0
+}
+
+# The given pids and all their descendants (salloc runs its command as a child on the host).
+with_descendants() {
+    ps -eo pid=,ppid= | awk -v roots="$*" '
+        BEGIN { n = split(roots, r, " "); for (i = 1; i <= n; i++) keep[r[i]] = 1 }
+        { parent[$1] = $2 }
+        END { do { added = 0; for (p in parent) if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; added = 1 } } while (added)
+              for (p in keep) print p }'
+}
+
 cmd_down() {
-    local t0=$SECONDS n
+    local t0=$SECONDS n d pids
+    # Also the nodes of an 'up' that ran with another CONTPROBE_CLUSTER_NODES ($D/nodes/nXX).
+    for d in "$D"/nodes/n[0-9][0-9]; do [[ -d $d ]] && ! is_node "${d##*/}" && NODES+=("${d##*/}"); done
+    mapfile -t pids < <(client_pids)
+    if [[ ${#pids[@]} -gt 0 ]]; then
+        mapfile -t pids < <(with_descendants "${pids[@]}")
+        log "ending Slurm clients of this cluster and their children: ${pids[*]}"
+        kill -KILL "${pids[@]}" 2>/dev/null || true
+    fi
     for n in "${NODES[@]}"; do
         [[ -e /run/netns/$n ]] && kill_node_procs "$n"
         rm -f "$D/run/slurmd-$n.pid" "$D/run/sshd-$n.pid"
@@ -346,13 +384,14 @@ cmd_down() {
         rm -rf "${D:?}/nodes/$n" "${D:?}/spool/$n"
     done
     ip link del "$BR" 2>/dev/null || true
+    rmdir /run/uts 2>/dev/null || true
     if grep -qF "$TAG" /etc/hosts; then
         local tmp; tmp=$(mktemp)
         grep -vF "$TAG" /etc/hosts >"$tmp" || true
         cat "$tmp" >/etc/hosts; rm -f "$tmp"
     fi
     # Job state goes (a fresh cluster each time); config, keys and logs stay for inspection.
-    rm -rf "${D:?}/spool" "${D:?}/run" "$D/env" "$D/hostfile"
+    rm -rf "${D:?}/spool" "${D:?}/run" "$D/env" "$D/hostfile" "$D/fake_boot_id"
     log "down in $((SECONDS - t0)) s"
 }
 

@@ -9,7 +9,6 @@ import hashlib
 import os
 import re
 import struct
-import subprocess
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 

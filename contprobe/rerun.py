@@ -15,7 +15,7 @@ from contprobe import harness
 from contprobe.inimage import catalog
 from contprobe.inimage.redact import is_secret_name
 from contprobe.launch import Plan, execute
-from contprobe.model import FAILING, Case, Rerun
+from contprobe.model import Case, Rerun
 from contprobe.reports.collect import read_rank_file
 from contprobe.suite import run_argv_quoted
 
@@ -83,7 +83,3 @@ def run_reruns(plan: Plan, todo: List[Hypothesis], out_dir: str, timeout: float)
         if res.interrupted:
             break
     return done
-
-
-def failing_cases(cases: Sequence[Case]) -> List[Case]:
-    return [c for c in cases if c.outcome in FAILING]

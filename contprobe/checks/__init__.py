@@ -65,7 +65,3 @@ def _result(probe: str, fn: Callable[[], Check]) -> Case:
     fix = catalog.get(c.gotcha).fix_line if c.gotcha and c.outcome != "passed" else ""
     return Case(probe=probe, outcome=c.outcome, duration_s=time.monotonic() - t0,
                 message=c.message, gotcha=c.gotcha if c.outcome != "passed" else "", fix=fix)
-
-
-def first_failure(results: List[Case]) -> Optional[Case]:
-    return next((r for r in results if r.outcome in ("failed", "error")), None)

@@ -3,7 +3,6 @@ and what a container launch takes."""
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from typing import Tuple
 
@@ -108,9 +107,3 @@ def parse_env_pair(text: str) -> Tuple[str, str]:
     if not eq or not valid_name(name):
         raise UsageError(f"--env {text!r}: expected NAME=VALUE")
     return name, value
-
-
-def finite(value: float, flag: str) -> float:
-    if not math.isfinite(value) or value <= 0:
-        raise UsageError(f"{flag} must be a finite number > 0")
-    return value

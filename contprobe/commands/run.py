@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import socket
 import stat
 import threading
@@ -15,10 +16,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from contprobe import harness, image as images, launchers, runtimes, safeio
+from contprobe import harness, image as images, launchers, runtimes, safeio, textsafe
 from contprobe.checks import HostOptions, run_all
 from contprobe.commands import args as cargs
 from contprobe.inimage import catalog
+from contprobe.inimage.redact import redact_output
 from contprobe.launch import LaunchResult, Plan, execute
 from contprobe.model import Case, LaunchRecord, LostRank
 from contprobe.reports import pipeline
@@ -119,8 +121,8 @@ def prepare_out(out: str, force: bool) -> str:
 
 
 def write_record(out: str, rec: LaunchRecord) -> None:
-    safeio.write_text(os.path.join(out, "launch.json"), pipeline.redact_output(
-        pipeline.textsafe.json_dumps(rec.to_json(), indent=2)) + "\n")
+    safeio.write_text(os.path.join(out, "launch.json"),
+                      redact_output(textsafe.json_dumps(rec.to_json(), indent=2)) + "\n")
 
 
 # ---- planning ----------------------------------------------------------------------------------
@@ -192,7 +194,7 @@ def lost_ranks(results_dir: str, expected: int, res: LaunchResult) -> List[LostR
         if m:
             journals[int(m.group(1))] = m.group(2)
     if res.interrupted:
-        why = f"contprobe was stopped ({res.interrupted and __import__('signal').Signals(res.interrupted).name})"
+        why = f"contprobe was stopped ({signal.Signals(res.interrupted).name})"
     elif res.timed_out:
         why = "launch timed out (--timeout)"
     elif res.ended_early:

@@ -13,7 +13,7 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Type
+from typing import Dict, List, Mapping, Optional, Type
 
 
 class LauncherError(ValueError):
@@ -141,10 +141,6 @@ def hosts_from_nodefile(path: str) -> List[str]:
                 seen.append(h)
     return seen
 
-
-def one_flag(argv: Sequence[str], flag: str) -> Optional[str]:
-    args = list(argv)
-    return args[args.index(flag) + 1] if flag in args[:-1] else None
 
 
 from contprobe.launchers import hydra, openmpi, pals, srun  # noqa: E402,F401  (registers them)

@@ -99,7 +99,7 @@ def render(report: Report, site: Site, outputs: Outputs, title: str = "contprobe
     for w in warnings:
         sys.stderr.write(f"contprobe: warning: --history {w}\n")
     for p in report.problems:
-        sys.stderr.write(summary.safe_line(f"contprobe: incomplete: {p.path}: {p.message}") + "\n")
+        sys.stderr.write(textsafe.one_line(f"contprobe: incomplete: {p.path}: {p.message}") + "\n")
     if outs["json"]:
         write(outs["json"], summary.to_json(summary.contract(report, site)))
     if outs["markdown"]:

@@ -355,7 +355,3 @@ def contract(report: Report, site: Optional[Site] = None) -> dict:
 def to_json(doc: dict) -> str:
     entries = sum(len(r.get("ranks", ())) for r in doc.get("results", ()))
     return textsafe.json_dumps(doc, indent=None if entries > PRETTY_JSON_MAX_ENTRIES else 2) + "\n"
-
-
-def safe_line(text: str) -> str:
-    return textsafe.one_line(text)

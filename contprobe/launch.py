@@ -2,8 +2,9 @@
 
 Faults end fast and clean. The launch runs in a session of its own; it ends at its timeout, or a
 grace period after a rank died or after the first rank finished while others did not, or when
-contprobe itself gets SIGTERM/SIGINT/SIGHUP. Then everything still in that session is killed,
-the runtime's squashfuse_ll helpers included, so no process of the launch outlives it.
+contprobe itself gets SIGTERM/SIGINT/SIGHUP. Then everything left of it is killed: its descendants
+and every session they started (each rank's container and its squashfuse_ll helper), so no process
+of the launch outlives it.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Set, Tuple
 
 from contprobe import harness, image as images, launchers, runtimes
 from contprobe.suite import Expectations
@@ -93,8 +94,8 @@ class Interrupted(Exception):
         self.signum = signum
 
 
-def session_processes(sid: int) -> List[Tuple[int, bytes]]:
-    """(pid, cmdline) of every process in session sid, from /proc."""
+def _proc_table() -> List[Tuple[int, int, int]]:
+    """(pid, ppid, session) of every process, from /proc."""
     out = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -104,31 +105,56 @@ def session_processes(sid: int) -> List[Tuple[int, bytes]]:
                 stat = fh.read()
             # pid (comm) state ppid pgrp session ...: comm may hold spaces and parentheses.
             fields = stat[stat.rindex(b")") + 2:].split()
-            if int(fields[3]) != sid:
-                continue
-            with open(f"/proc/{name}/cmdline", "rb") as fh:
-                out.append((int(name), fh.read()))
+            out.append((int(name), int(fields[1]), int(fields[3])))
         except (OSError, ValueError, IndexError):
             continue
     return out
 
 
-def kill_session(sid: int, wait_s: float = 5.0) -> List[str]:
-    """SIGTERM, then SIGKILL, everything left in session sid; names what had to be killed."""
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read()
+    except OSError:
+        return b""
+
+
+def launch_processes(root: int, sessions: Set[int]) -> List[Tuple[int, bytes]]:
+    """(pid, cmdline) of every process of a launch: its descendants, and everything in a session one
+    of them started. Runtimes and launchers start sessions of their own (each rank's container, its
+    squashfuse_ll), which are re-parented to init once their parent dies; `sessions` remembers them
+    across calls so they are still found then."""
+    table = _proc_table()
+    children: Dict[int, List[int]] = {}
+    for pid, ppid, _ in table:
+        children.setdefault(ppid, []).append(pid)
+    mine, stack = set(), [root]
+    while stack:
+        pid = stack.pop()
+        if pid not in mine:
+            mine.add(pid)
+            stack.extend(children.get(pid, ()))
+    sessions.update(sid for pid, _, sid in table if pid in mine)
+    me = os.getpid()
+    return [(pid, _cmdline(pid)) for pid, _, sid in table
+            if (pid in mine or sid in sessions) and pid != me and sid != os.getsid(0)]
+
+
+def kill_launch(root: int, sessions: Set[int], wait_s: float = 5.0) -> List[str]:
+    """SIGTERM, then SIGKILL, everything left of a launch; names what had to be killed."""
     killed: List[str] = []
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        procs = [(p, c) for p, c in session_processes(sid) if p != os.getpid()]
+        procs = launch_processes(root, sessions)
         if not procs:
             break
         for pid, cmd in procs:
             try:
                 os.kill(pid, sig)
-                if sig == signal.SIGKILL or not killed:
-                    killed.append(os.path.basename(cmd.split(b"\0")[0].decode(errors="replace")) or str(pid))
+                killed.append(os.path.basename(cmd.split(b"\0")[0].decode(errors="replace")) or str(pid))
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and [p for p, _ in session_processes(sid) if p != os.getpid()]:
+        while time.monotonic() < deadline and launch_processes(root, sessions):
             time.sleep(0.05)
     return sorted(set(killed))
 
@@ -167,6 +193,7 @@ def execute(argv: List[str], log_path: str, timeout: float, env: Optional[Mappin
             raise Interrupted(signum)
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         timed_out, early, rc = False, "", None
+        sessions: Set[int] = {p.pid}
         grace_from: Optional[float] = None
         peak = 0
         try:
@@ -180,8 +207,9 @@ def execute(argv: List[str], log_path: str, timeout: float, env: Optional[Mappin
                 if now - t0 >= timeout:
                     timed_out = True
                     break
+                procs = launch_processes(p.pid, sessions)   # also learns the sessions ranks start
                 if results_dir and grace_from is None:
-                    alive = sum(1 for _, c in session_processes(p.pid) if RANK_CMD in c and b"python" in c
+                    alive = sum(1 for _, c in procs if RANK_CMD in c and b"python" in c
                                 and b"apptainer" not in c.split(b"\0")[0] and b"singularity" not in c.split(b"\0")[0])
                     peak = max(peak, alive)
                     finished = _count_files(results_dir, _JUNIT)
@@ -203,7 +231,7 @@ def execute(argv: List[str], log_path: str, timeout: float, env: Optional[Mappin
             for s, h in old.items():
                 signal.signal(s, h)
             log.flush()
-            killed = kill_session(p.pid)
+            killed = kill_launch(p.pid, sessions)
             try:
                 rc = p.wait(timeout=10) if rc is None else rc
             except subprocess.TimeoutExpired:

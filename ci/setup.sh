@@ -4,10 +4,10 @@
 #   sudo bash ci/setup.sh
 #
 # 1. Debian packages the tests use (chromium for the HTML report test, MPICH, build tools).
-# 2. The real Apptainer and an unprivileged user (ci/install-apptainer.sh).
-# 3. A venv with torch (CPU), mpi4py built against MPICH, horovod (ci/install-python-env.sh),
+# 2. The real Apptainer and an unprivileged user (ci/provision/apptainer.sh).
+# 3. A venv with torch (CPU), mpi4py built against MPICH, horovod (ci/provision/python-env.sh),
 #    plus contprobe itself and its test dependencies.
-# 4. The test images (ci/build-test-images.sh); mpich.sif gets torch and horovod from that venv.
+# 4. The test images (ci/provision/test-images.sh); mpich.sif gets torch and horovod from that venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -26,17 +26,17 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 step "Apptainer"
-bash ci/install-apptainer.sh
+bash ci/provision/apptainer.sh
 
 step "Python environment (torch, mpi4py, horovod)"
-bash ci/install-python-env.sh
+bash ci/provision/python-env.sh
 
 step "contprobe and its test dependencies into $VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]"
 chmod -R a+rX "$VENV"
 
 step "test images"
-CONTPROBE_VENV=$VENV bash ci/build-test-images.sh
+CONTPROBE_VENV=$VENV bash ci/provision/test-images.sh
 
 
 step "mpi4py's PyPI binary wheel (the test that names its libmpi.so.12 failure)"

@@ -3,8 +3,8 @@
 # same MPI library (Intel MPI from PyPI's impi-rt), same launcher, ranks and message sizes, on the host
 # (no container). Target (README): the probe's time within 10% of IMB's t_avg at 1 MiB and above.
 #
-#   bash ci/bench_allreduce.sh                        # as root the first time (installs impi-rt)
-#   SIZES=1048576,16777216 REPEAT=5 bash ci/bench_allreduce.sh
+#   bash ci/bench/bench_allreduce.sh                        # as root the first time (installs impi-rt)
+#   SIZES=1048576,16777216 REPEAT=5 bash ci/bench/bench_allreduce.sh
 #
 # Each repetition (interleaved, REPEAT times, medians reported):
 #   IMB    mpiexec -n NP IMB-MPI1 Allreduce -npmin NP -msglog 3:<log2 max> -msglen <SIZES file>
@@ -15,10 +15,10 @@
 #          metric.time_us of allreduce.mpi4py[<bytes>] from each rank's JUnit (the probe already takes
 #          the max over ranks, so the ranks agree); mpi.library rides along only so that the suite
 #          property mpi_library is recorded, which must name Intel MPI (else the run is refused).
-#   loop   (LOOP=1, default) ci/allreduce_loop.py: numpy buffers, IMB's iteration rule, t_avg over
+#   loop   (LOOP=1, default) ci/bench/allreduce_loop.py: numpy buffers, IMB's iteration rule, t_avg over
 #          ranks. Not a target; it tells the probe's timing loop apart from mpi4py's own cost.
 # mpi4py (built against Debian's MPICH) is pointed at Intel MPI with the libmpich.so.12 shim that
-# ci/bench_allreduce_imb.sh sets up (see ci/README-pyenv.md); I_MPI_FABRICS=shm.
+# ci/bench/bench_allreduce_imb.sh sets up (see ci/provision/README-pyenv.md); I_MPI_FABRICS=shm.
 #
 # Environment: SIZES (bytes, comma-separated; default 8,1024,65536,1048576,16777216,67108864),
 # NP (2), REPEAT (3), LOOP (1), CONTPROBE_SRC (checkout whose probe runs; default this one), CONTPROBE_VENV (/opt/contprobe/venv), CONTPROBE_IMB_VENV
@@ -27,7 +27,7 @@ set -euo pipefail
 umask 022
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=${CONTPROBE_SRC:-$(cd "$HERE/.." && pwd)}   # the contprobe checkout whose probe is measured
+REPO=${CONTPROBE_SRC:-$(cd "$HERE/../.." && pwd)}   # the contprobe checkout whose probe is measured
 VENV=${CONTPROBE_VENV:-/opt/contprobe/venv}
 IMB_VENV=${CONTPROBE_IMB_VENV:-/opt/contprobe/imb-venv}
 SIZES=${SIZES:-8,1024,65536,1048576,16777216,67108864}
@@ -39,7 +39,7 @@ OUT=${BENCH_OUT:-/tmp/contprobe-bench-allreduce}
 log() { printf '[bench-allreduce] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-[[ -x $VENV/bin/python ]] || die "no venv at $VENV (run ci/install-python-env.sh)"
+[[ -x $VENV/bin/python ]] || die "no venv at $VENV (run ci/provision/python-env.sh)"
 PY=$VENV/bin/python
 # impi-rt (IMB-MPI1, Intel's mpiexec and libmpi) and the libmpich.so.12 shim: the groundwork script's
 # install step, idempotent (installs only when missing, which needs root)
@@ -81,10 +81,10 @@ for r in $(seq 1 "$REPEAT"); do
         --allreduce-sizes "$LENS" --results-dir "$OUT/probe-$r") >"$OUT/probe-$r.txt" 2>&1 \
         || { cat "$OUT/probe-$r.txt" >&2; die "the probe run failed"; }
     if [[ $LOOP == 1 ]]; then
-        log "repetition $r: ci/allreduce_loop.py"
+        log "repetition $r: ci/bench/allreduce_loop.py"
         LD_LIBRARY_PATH="$PY_LD" timeout 300 "$MPIEXEC" -n "$NP" "$PY" "$HERE/allreduce_loop.py" \
             --msglog "$LOGS" --json "$OUT/loop-$r.json" >"$OUT/loop-$r.txt" 2>&1 \
-            || { cat "$OUT/loop-$r.txt" >&2; die "ci/allreduce_loop.py failed"; }
+            || { cat "$OUT/loop-$r.txt" >&2; die "ci/bench/allreduce_loop.py failed"; }
     fi
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Host-side Python environment for contprobe's tests, with real MPI, torch and horovod.
 #
-#   sudo bash ci/install-python-env.sh          # as root, Debian 12
+#   sudo bash ci/provision/python-env.sh          # as root, Debian 12
 #
 # Installs Debian's MPICH (mpiexec.mpich / mpicc.mpich), creates a venv usable by an unprivileged
 # user, installs pytest & co, torch 2.13.0 (CPU build from the local wheel dir), numpy, mpi4py built
 # from source against MPICH, and horovod 0.28.1 patched to build with C++17 (needed by torch >= 2.1).
 # Built wheels (mpi4py, horovod) are cached so a second run on the same machine is fast.
 # Ends by checking hvd.allreduce, torch.distributed (gloo) and mpi4py across ranks, as root and as
-# $CONTPROBE_USER (default cpuser) when that user exists. Facts and timings: ci/README-pyenv.md.
+# $CONTPROBE_USER (default cpuser) when that user exists. Facts and timings: ci/provision/README-pyenv.md.
 #
 # Environment:
 #   PYTHON                 interpreter for the venv (default: python3, or /usr/bin/python3 when the

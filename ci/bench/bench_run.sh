@@ -2,9 +2,9 @@
 # Wall time of `contprobe run IMAGE` against the floor of the same launch doing nothing plus the
 # probes' own work. Target (README): contprobe run <= 1.5x (floor + probe work).
 #
-#   bash ci/bench_run.sh                   # as root (containers run as $CONTPROBE_USER) or as that user
-#   N=9 IMG=/var/tmp/contprobe-images/mpich.sif bash ci/bench_run.sh
-#   PROFILE=1 bash ci/bench_run.sh         # also time contprobe's own phases (always done if ratio > 1.5)
+#   bash ci/bench/bench_run.sh                   # as root (containers run as $CONTPROBE_USER) or as that user
+#   N=9 IMG=/var/tmp/contprobe-images/mpich.sif bash ci/bench/bench_run.sh
+#   PROFILE=1 bash ci/bench/bench_run.sh         # also time contprobe's own phases (always done if ratio > 1.5)
 #
 # Measured, interleaved, N times each (median reported):
 #   floor        apptainer exec IMG python3 -c pass
@@ -20,7 +20,7 @@
 set -euo pipefail
 umask 022
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 IMAGES=${CONTPROBE_IMAGES:-/var/tmp/contprobe-images}
 IMG=${IMG:-$IMAGES/base.sif}
 N=${N:-5}
@@ -33,7 +33,7 @@ die() { log "ERROR: $*"; exit 1; }
 
 # run as the unprivileged user when we are root (root cannot run apptainer on the CI machine)
 if [[ $(id -u) -eq 0 ]]; then
-    id "$RUSER" >/dev/null 2>&1 || die "user $RUSER missing (ci/install-apptainer.sh creates it)"
+    id "$RUSER" >/dev/null 2>&1 || die "user $RUSER missing (ci/provision/apptainer.sh creates it)"
     as_user() { runuser -u "$RUSER" -- "$@"; }
 else
     as_user() { "$@"; }
@@ -45,7 +45,7 @@ if [[ -z ${PY:-} ]]; then
     done
 fi
 [[ -n $PY ]] || die "no Python with contprobe's deps usable by $(as_user id -un); set PY"
-[[ -r $IMG ]] || die "image $IMG not readable (bash ci/build-test-images.sh)"
+[[ -r $IMG ]] || die "image $IMG not readable (bash ci/provision/test-images.sh)"
 as_user test -r "$REPO/contprobe/cli.py" || die "$REPO not readable by $(as_user id -un)"
 command -v apptainer >/dev/null || die "apptainer not on PATH"
 
@@ -62,8 +62,8 @@ wall() {
     t1=$(date +%s%N)
     elapsed "$t0" "$t1"
 }
-# shellcheck source=ci/lib/bench.sh
-source "$REPO/ci/lib/bench.sh"
+# shellcheck source=ci/bench/lib.sh
+source "$REPO/ci/bench/lib.sh"
 
 run_contprobe() { as_user env PYTHONPATH="$REPO" "$PY" -m contprobe run "$IMG" --no-rerun --out "$1"; }
 

@@ -9,13 +9,13 @@
 #   py313.sif            Python 3.13 + pytest 8.x
 #   py313-nopytest.sif   Python 3.13, no pytest
 #
-# Usage: bash ci/images/build-py-range.sh [py39|py313 ...]   (as root, after ci/install-apptainer.sh)
+# Usage: bash ci/provision/py-range-images.sh [py39|py313 ...]   (as root, after ci/provision/apptainer.sh)
 # Env:   CONTPROBE_IMAGES      cache dir (default /var/tmp/contprobe-images)
 #        CONTPROBE_APT_MIRROR  Debian mirror (default: the one in this machine's apt sources)
 #        CONTPROBE_REBUILD=1   rebuild even when up to date
 #        CONTPROBE_USER        user for the final exec check (default cpuser; root cannot run
 #                              containers on the CI machine)
-# Like ci/build-test-images.sh, each output has NAME.recipe-sha256 beside it and is skipped when its
+# Like ci/provision/test-images.sh, each output has NAME.recipe-sha256 beside it and is skipped when its
 # recipe is unchanged (a re-run takes about a second). This script has its own lock and work dir, so
 # it can run while build-test-images.sh builds the bookworm images.
 set -euo pipefail
@@ -34,8 +34,8 @@ die() { log "ERROR: $*"; exit 1; }
 APT_Q=(-qq -o Dpkg::Use-Pty=0 -o Acquire::Languages=none -o Acquire::Check-Valid-Until=false)
 
 [ "$(id -u)" = 0 ] || die "must run as root"
-command -v apptainer >/dev/null || die "apptainer not found: run ci/install-apptainer.sh first"
-command -v debootstrap >/dev/null || die "debootstrap not found: run ci/install-apptainer.sh first"
+command -v apptainer >/dev/null || die "apptainer not found: run ci/provision/apptainer.sh first"
+command -v debootstrap >/dev/null || die "debootstrap not found: run ci/provision/apptainer.sh first"
 
 cleanup() {
     local m

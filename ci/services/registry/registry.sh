@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # A private OCI registry on loopback, with its own CA, for contprobe's docker:// and oras:// tests;
 # plus a proxy that refuses CONNECT (the "proxy 403" gotcha) and two registries that never answer
-# (conversion timeouts). Docs and timings: ci/registry/README.md; real error texts: ERRORS.md.
+# (conversion timeouts). Docs and timings: ci/services/registry/README.md; real error texts: ERRORS.md.
 #
-# Usage (as root):  bash ci/registry/registry.sh COMMAND
+# Usage (as root):  bash ci/services/registry/registry.sh COMMAND
 #   up          CA + certs, start docker-registry (TLS, 127.0.0.1:PORT), push the test images,
 #               start the refusing proxy and the stalled servers. Idempotent (fresh ~5 s, re-run ~0.2 s).
 #   down        stop every daemon this script started (registry, proxy, stall, stall-tls); data is kept
 #   status      what runs (exit 0 when the registry answers, 3 otherwise)
-#   env         shell assignments a test needs:  eval "$(bash ci/registry/registry.sh env)"
+#   env         shell assignments a test needs:  eval "$(bash ci/services/registry/registry.sh env)"
 #   push [--all] (re)push the test images only (registry must be up)
 #   registry-up | registry-down | proxy-up | proxy-down | stall-up | stall-down
 #   clean       down + remove the state dir (CA, certs, pushed blobs)
 #
-# Images pushed (from $CONTPROBE_IMAGES, built by ci/build-test-images.sh; rootfs/ and base.sif needed):
+# Images pushed (from $CONTPROBE_IMAGES, built by ci/provision/test-images.sh; rootfs/ and base.sif needed):
 #   127.0.0.1:PORT/base:1      OCI image: a tar of rootfs/ via `skopeo copy tarball:` (no config:
 #                              no Env/Cmd; runtimes supply a default PATH)
 #   127.0.0.1:PORT/base-sif:1  base.sif via `apptainer push oras://` (as $CONTPROBE_USER)
@@ -208,7 +208,7 @@ needs_push() {  # NAME SOURCE_HASH REPO TAG
 
 push_oci() {  # REPO ROOTFS-DIR-NAME: a rootfs sandbox in $IMAGES as docker://$REG/REPO:1
     local repo=$1 root=$IMAGES/$2
-    [ -d "$root" ] || die "$root missing: run ci/build-test-images.sh / ci/images/build-py-range.sh"
+    [ -d "$root" ] || die "$root missing: run ci/provision/test-images.sh / ci/provision/py-range-images.sh"
     local stamp=$root.recipe-sha256
     local src; src=$(cat "$stamp" 2>/dev/null || echo unknown)-oci-v1
     if ! needs_push "$repo" "$src" "$repo" 1; then log "$repo:1 up to date in the registry"; return; fi
@@ -237,7 +237,7 @@ push_oci() {  # REPO ROOTFS-DIR-NAME: a rootfs sandbox in $IMAGES as docker://$R
 
 push_sif() {  # NAME: $IMAGES/NAME.sif as oras://$REG/NAME-sif:1
     local name=$1 sif=$IMAGES/$1.sif repo=$1-sif
-    [ -f "$sif" ] || die "$sif missing: run ci/build-test-images.sh / ci/images/build-py-range.sh"
+    [ -f "$sif" ] || die "$sif missing: run ci/provision/test-images.sh / ci/provision/py-range-images.sh"
     local src; src=$(cat "$sif.recipe-sha256" 2>/dev/null || sha256sum <"$sif" | cut -c1-64)-sif-v1
     if ! needs_push "$repo" "$src" "$repo" 1; then log "$repo:1 up to date in the registry"; return; fi
     local t0; t0=$(date +%s)

@@ -10,7 +10,7 @@
 # lacks CAP_SYS_RESOURCE, so `apptainer exec` as root fails), /dev/fuse usable by that user,
 # and the Debian packages needed to build the test images (debootstrap, mpich on the host).
 #
-# Usage: bash ci/install-apptainer.sh        (as root; idempotent, a second run takes seconds)
+# Usage: bash ci/provision/apptainer.sh        (as root; idempotent, a second run takes seconds)
 # Env:   CONTPROBE_USER (default cpuser), CONTPROBE_APT_MIRROR (default: the system's Debian URI)
 set -euo pipefail
 
@@ -47,8 +47,8 @@ else
 fi
 
 # --- 2. apptainer + libc6 from unstable, unpacked privately -----------------------------------
-# shellcheck source=lib/apt-mirror.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib/apt-mirror.sh"
+# shellcheck source=../lib/apt-mirror.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/apt-mirror.sh"
 
 # bump when the way of installing changes: an older install is then redone
 INSTALL_REV=2

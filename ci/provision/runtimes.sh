@@ -2,15 +2,15 @@
 # The other container runtimes contprobe backs, set up for the unprivileged CI user:
 #   rootless podman 4.3.1 (Debian's; NERSC's podman-hpc wraps podman) and Charliecloud 0.31.
 #
-# Usage: bash ci/images/setup-runtimes.sh [install] [verify]   (as root; default: both)
+# Usage: bash ci/provision/runtimes.sh [install] [verify]   (as root; default: both)
 #   install  apt packages; XDG_RUNTIME_DIR; ~USER/.config/containers/{containers.conf,storage.conf};
 #            Charliecloud images of base.sif for $USER: $CONTPROBE_IMAGES/ch/base.sqfs (squashfs
 #            taken out of the SIF) and $CONTPROBE_IMAGES/ch/base/ (a directory image owned by USER)
 #   verify   run python3 in base with each runtime as USER, print timings. podman uses the registry
-#            (ci/registry/registry.sh up) when it answers, else `podman import` of rootfs/.
+#            (ci/services/registry/registry.sh up) when it answers, else `podman import` of rootfs/.
 # Env: CONTPROBE_USER (default cpuser), CONTPROBE_IMAGES (default /var/tmp/contprobe-images),
 #      CONTPROBE_REGISTRY_DIR / CONTPROBE_REGISTRY_PORT (as registry.sh)
-# Facts this relies on (checked on the CI machine, see ci/registry/RUNTIMES.md):
+# Facts this relies on (checked on the CI machine, see ci/services/registry/RUNTIMES.md):
 #  - slirp4netns cannot open /dev/net/tun here         -> netns = "host"
 #  - crun refuses the hybrid cgroup v1 layout           -> runtime = "runc"
 #  - without containers-storage it falls back to vfs (12 s a run) -> driver = "overlay"
@@ -30,7 +30,7 @@ REG=127.0.0.1:$REGPORT
 log() { printf '[setup-runtimes] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root"
-id "$CPUSER" >/dev/null 2>&1 || die "user $CPUSER missing: run ci/install-apptainer.sh first"
+id "$CPUSER" >/dev/null 2>&1 || die "user $CPUSER missing: run ci/provision/apptainer.sh first"
 
 UID_=$(id -u "$CPUSER")
 HOME_=$(getent passwd "$CPUSER" | cut -d: -f6)
@@ -62,7 +62,7 @@ install_packages() {
 
 configure_podman() {
     # a subordinate id range: without it rootless podman cannot map the image's uids (see RUNTIMES.md)
-    grep -q "^$CPUSER:" /etc/subuid || die "$CPUSER has no /etc/subuid range (ci/install-apptainer.sh makes it)"
+    grep -q "^$CPUSER:" /etc/subuid || die "$CPUSER has no /etc/subuid range (ci/provision/apptainer.sh makes it)"
     grep -q "^$CPUSER:" /etc/subgid || die "$CPUSER has no /etc/subgid range"
     # what logind would make at login
     mkdir -p "$RUNDIR"
@@ -71,7 +71,7 @@ configure_podman() {
     local cfg=$HOME_/.config/containers
     install -d -o "$CPUSER" -g "$CPUSER" -m 755 "$HOME_/.config" "$cfg"
     cat >"$cfg/containers.conf.tmp" <<'EOF'
-# written by contprobe ci/images/setup-runtimes.sh (rootless podman on the CI machine)
+# written by contprobe ci/provision/runtimes.sh (rootless podman on the CI machine)
 [containers]
 # slirp4netns cannot open /dev/net/tun in this sandbox; tests only need loopback
 netns = "host"
@@ -84,7 +84,7 @@ cgroup_manager = "cgroupfs"
 events_logger = "file"
 EOF
     cat >"$cfg/storage.conf.tmp" <<'EOF'
-# written by contprobe ci/images/setup-runtimes.sh
+# written by contprobe ci/provision/runtimes.sh
 [storage]
 # native rootless overlay: 0.4 s a run; the vfs fallback copies the image every run (12 s)
 driver = "overlay"

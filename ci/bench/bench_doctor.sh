@@ -2,8 +2,8 @@
 # Wall time of `contprobe doctor` on this machine (host, no container): the whole suite and
 # `-m "env or binds"` alone, median of N runs each (interleaved), plus the doctor table of one run.
 #
-#   bash ci/bench_doctor.sh                  # as whoever runs it; figures go to ci/BENCHMARKS.md by hand
-#   N=9 DOCTOR_USER=cpuser bash ci/bench_doctor.sh
+#   bash ci/bench/bench_doctor.sh                  # as whoever runs it; figures go to ci/bench/BENCHMARKS.md by hand
+#   N=9 DOCTOR_USER=cpuser bash ci/bench/bench_doctor.sh
 #
 # Environment: N (default 5), PY (Python with contprobe's deps; default /opt/contprobe/venv/bin/python,
 # else /tmp/devu/bin/python, else python3), DOCTOR_USER (run doctor as this user via runuser; default:
@@ -12,7 +12,7 @@
 set -euo pipefail
 umask 022
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 N=${N:-5}
 WORK=${WORK:-/tmp/contprobe-bench-doctor}
 DUSER=${DOCTOR_USER:-}
@@ -39,8 +39,8 @@ mkdir -p "$WORK"
 [[ -n $DUSER ]] && chown "$DUSER" "$WORK"
 cd "$WORK"
 
-# shellcheck source=ci/lib/bench.sh
-source "$REPO/ci/lib/bench.sh"
+# shellcheck source=ci/bench/lib.sh
+source "$REPO/ci/bench/lib.sh"
 # wall seconds of one doctor run; exit 0 or 1 (a failed probe) both count, anything else is an error
 doctor() {
     local t0 t1 rc=0

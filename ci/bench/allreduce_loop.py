@@ -1,6 +1,6 @@
 """mpi4py Allreduce timing loop, comparable with `IMB-MPI1 Allreduce` and nccl-tests.
 
-    mpiexec -n 2 python ci/allreduce_loop.py --msglog 3:26
+    mpiexec -n 2 python ci/bench/allreduce_loop.py --msglog 3:26
 
 Per message size (bytes, float32 elements, MPI.SUM, separate send/recv numpy buffers, like IMB's
 default non-in-place Allreduce): warm-up iterations, a barrier, then N timed iterations. Each rank's

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Allreduce benchmark groundwork: Intel MPI Benchmarks (IMB-MPI1 Allreduce) next to an mpi4py
-# timing loop (ci/allreduce_loop.py), both on the same Intel MPI library, same launcher, same ranks.
+# timing loop (ci/bench/allreduce_loop.py), both on the same Intel MPI library, same launcher, same ranks.
 #
-#   bash ci/bench_allreduce_imb.sh            # as root (installs); figures in ci/README-pyenv.md
+#   bash ci/bench/bench_allreduce_imb.sh            # as root (installs); figures in ci/provision/README-pyenv.md
 #
 # Debian 12 packages neither OSU nor IMB. PyPI's impi-rt wheel ships IMB-MPI1 with Intel MPI's own
 # mpiexec; it is installed with --no-deps into its own venv (its libfabric>=2.6 dependency is not
 # installable here; Debian's libfabric1 serves) and run with LD_LIBRARY_PATH=<venv>/lib and
 # I_MPI_FABRICS=shm.
-# The mpi4py loop uses the contprobe venv's mpi4py (ci/install-python-env.sh), which is built
+# The mpi4py loop uses the contprobe venv's mpi4py (ci/provision/python-env.sh), which is built
 # against Debian's MPICH and so needs libmpich.so.12; Intel MPI ships the same ABI as libmpi.so.12
 # only. A shim directory with libmpich.so.12 -> Intel's libmpi.so.12 first on LD_LIBRARY_PATH makes
 # it load Intel MPI (without it, it silently runs on Debian's MPICH under Intel's mpiexec).
@@ -83,7 +83,7 @@ if [[ ${SKIP_IMB:-0} != 1 ]]; then
 fi
 
 if [[ ${SKIP_MPI4PY:-0} != 1 ]]; then
-    [[ -x $VENV/bin/python ]] || die "no venv at $VENV (run ci/install-python-env.sh)"
+    [[ -x $VENV/bin/python ]] || die "no venv at $VENV (run ci/provision/python-env.sh)"
     PY_LD="$IMB_VENV/mpich-shim:$IMPI_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     # refuse figures that would not come from Intel MPI: without the shim the MPICH-built mpi4py
     # runs on Debian's MPICH even under Intel's mpiexec (both speak PMI-1)

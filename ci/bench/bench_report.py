@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark `contprobe report` on 10,000 rank files against a plain junitparser loop.
 
-    python ci/bench_report.py [--ranks 10000] [--cases 30] [--dir DIR] [--keep]
+    python ci/bench/bench_report.py [--ranks 10000] [--cases 30] [--dir DIR] [--keep]
 
 Generates rank files shaped like the probe suite's (suite properties, per-case probe properties,
 metrics, some failures with tracebacks, some skips, a few corrupt files), then times:
@@ -123,7 +123,7 @@ def main() -> int:
         print(f"generated {ns.ranks} files x {ns.cases} cases in {time.perf_counter() - t:.1f} s: {stats}")
     size = sum(os.path.getsize(os.path.join(data, f)) for f in os.listdir(data))
     print(f"input: {size / 1e6:.0f} MB; cpus: {os.cpu_count()}; load: {os.getloadavg()[0]:.1f}")
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     out = os.path.join(root, "out")
     # A warm page cache for both contenders: the first read of 10,000 files is the disk's benchmark.
     subprocess.run(["cat"] + [os.path.join(data, f) for f in sorted(os.listdir(data))[:1]], stdout=subprocess.DEVNULL)

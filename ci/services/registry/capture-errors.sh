@@ -3,8 +3,8 @@
 # gotcha catalog. Prints Markdown on stdout; ERRORS.md and RUNTIMES.md were made from it.
 #
 # Usage (as root; the registry, proxy and stall server must be up: registry.sh up):
-#   bash ci/registry/capture-errors.sh registry   > /tmp/registry-errors.md
-#   bash ci/registry/capture-errors.sh runtimes   > /tmp/runtime-errors.md
+#   bash ci/services/registry/capture-errors.sh registry   > /tmp/registry-errors.md
+#   bash ci/services/registry/capture-errors.sh runtimes   > /tmp/runtime-errors.md
 # Every command runs as the unprivileged user ($CONTPROBE_USER, default cpuser) with a clean
 # environment (env -i), from /, with a fresh APPTAINER_CACHEDIR, so outputs do not depend on the
 # caller's shell. Cases with a hang are bounded by `timeout`.

@@ -9,7 +9,7 @@
 #                 (+ torch/horovod copied from $CONTPROBE_VENV when that venv has them)
 #   openmpi.sif   base + Debian python3-mpi4py (Open MPI): "every rank is rank 0" under MPICH's mpiexec
 #
-# Usage: bash ci/build-test-images.sh [IMAGE...]      (as root, after ci/install-apptainer.sh)
+# Usage: bash ci/provision/test-images.sh [IMAGE...]      (as root, after ci/provision/apptainer.sh)
 #        IMAGE: rootfs base nopytest mpich openmpi (default: all)
 # Env:   CONTPROBE_IMAGES  cache dir (default /var/tmp/contprobe-images)
 #        CONTPROBE_VENV    venv with torch + horovod to copy into mpich.sif (default /opt/contprobe/venv)
@@ -40,8 +40,8 @@ APT_Q=(-qq -o Dpkg::Use-Pty=0 -o Acquire::Languages=none -o Acquire::Check-Valid
 die() { log "ERROR: $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "must run as root"
-command -v apptainer >/dev/null || die "apptainer not found: run ci/install-apptainer.sh first"
-command -v debootstrap >/dev/null || die "debootstrap not found: run ci/install-apptainer.sh first"
+command -v apptainer >/dev/null || die "apptainer not found: run ci/provision/apptainer.sh first"
+command -v debootstrap >/dev/null || die "debootstrap not found: run ci/provision/apptainer.sh first"
 
 cleanup() {
     local m
@@ -51,8 +51,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# shellcheck source=lib/apt-mirror.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib/apt-mirror.sh"
+# shellcheck source=../lib/apt-mirror.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/apt-mirror.sh"
 MIRROR=$(mirror_uri)
 
 # ---------- helpers ------------------------------------------------------------------------------

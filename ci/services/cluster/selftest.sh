@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Proves the namespace cluster works end to end, then tears it down (as root):
 #
-#   bash ci/cluster/selftest.sh [--faults] [--keep]
+#   bash ci/services/cluster/selftest.sh [--faults] [--keep]
 #       --faults: also kill a node / cut a link mid-step (adds ~70 s); --keep: leave the cluster up
 #
 # Checks: up (timed), srun -N4 hostname = n01..n04, srun as the unprivileged user with 2 ranks per

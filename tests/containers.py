@@ -1,7 +1,7 @@
 """Helpers for tests that start real containers: the runtime as an unprivileged user, images, dirs.
 
 Root on the CI machine lacks CAP_SYS_RESOURCE, so `apptainer exec` runs as the user `cpuser`
-(created by ci/install-apptainer.sh), as HPC users run it.
+(created by ci/provision/apptainer.sh), as HPC users run it.
 """
 from __future__ import annotations
 
@@ -37,14 +37,14 @@ def user_python() -> str:
 
 
 def image(name: str) -> Path:
-    """A test image from ci/build-test-images.sh, or a skip that says how to get it."""
+    """A test image from ci/provision/test-images.sh, or a skip that says how to get it."""
     if not shutil.which("apptainer"):
-        pytest.skip("apptainer not installed (bash ci/install-apptainer.sh)")
+        pytest.skip("apptainer not installed (bash ci/provision/apptainer.sh)")
     if os.geteuid() == 0 and _user() is None:
-        pytest.skip(f"user {USER} missing: apptainer cannot run as root here (bash ci/install-apptainer.sh)")
+        pytest.skip(f"user {USER} missing: apptainer cannot run as root here (bash ci/provision/apptainer.sh)")
     path = IMAGES / name
     if not path.exists():
-        pytest.skip(f"{path} not built (bash ci/build-test-images.sh)")
+        pytest.skip(f"{path} not built (bash ci/provision/test-images.sh)")
     return path
 
 

@@ -33,7 +33,7 @@ def base() -> str:
     image("base.sif")  # skips with the reason when the runtime or images are missing
     rootfs = IMAGES / "rootfs"
     if not (rootfs / "usr").is_dir():
-        pytest.skip(f"{rootfs} sandbox not built (bash ci/build-test-images.sh)")
+        pytest.skip(f"{rootfs} sandbox not built (bash ci/provision/test-images.sh)")
     return str(rootfs)
 
 

@@ -1,7 +1,7 @@
 """The nightly job script and the publish gate, end to end, with the real Apptainer and test images.
 
 The PBS job script runs as it would in a job (PBS_NODEFILE, PBS_JOBID, PBS_O_WORKDIR set), as the
-unprivileged user (root here lacks CAP_SYS_RESOURCE), against images from ci/build-test-images.sh.
+unprivileged user (root here lacks CAP_SYS_RESOURCE), against images from ci/provision/test-images.sh.
 Skipped, with the reason, where apptainer, the user or the images are missing.
 """
 from __future__ import annotations

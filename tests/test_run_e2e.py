@@ -1,4 +1,4 @@
-"""`contprobe run` on the real Apptainer with real images (ci/build-test-images.sh)."""
+"""`contprobe run` on the real Apptainer with real images (ci/provision/test-images.sh)."""
 from __future__ import annotations
 
 import json
@@ -169,7 +169,7 @@ def test_sandbox_directory_image():
     image("base.sif")
     sandbox = Path(os.environ.get("CONTPROBE_IMAGES", "/var/tmp/contprobe-images")) / "rootfs"
     if not (sandbox / "usr").is_dir():
-        pytest.skip(f"{sandbox} not built (bash ci/build-test-images.sh)")
+        pytest.skip(f"{sandbox} not built (bash ci/provision/test-images.sh)")
     res, doc, _ = run_json([str(sandbox), "-m", "env"])
     assert res.rc == 0, res
     assert doc["context"]["image_kind"] == "sandbox" and doc["context"]["image_digest"] == ""

@@ -114,7 +114,7 @@ def test_every_emitted_id_is_in_the_catalog():
     cat = catalog.load()
     missing = {f: sorted(i for i in ids if i not in cat) for f, ids in emitted_ids().items()}
     missing = {f: ids for f, ids in missing.items() if ids}
-    assert not missing, f"gotcha ids emitted but not in contprobe/inimage/data/gotchas.toml: {missing}"
+    assert not missing, f"gotcha ids emitted but not in contprobe/inimage/data/gotchas/: {missing}"
 
 
 def test_every_entry_is_complete():

@@ -14,7 +14,8 @@ except ImportError:  # images with Python 3.8 - 3.10
     except ImportError:
         from contprobe.inimage._vendor import tomli as _toml  # type: ignore[no-redef]
 
-CATALOG_PATH = Path(__file__).with_name("data") / "gotchas.toml"
+# One TOML file per family of failures, read in name order (the order decides nothing but listing).
+CATALOG_PATH = Path(__file__).with_name("data") / "gotchas"
 UNKNOWN = "unknown"
 
 
@@ -87,11 +88,22 @@ _CACHE: Dict[str, Dict[str, Gotcha]] = {}
 
 
 def load(path: Optional[Path] = None) -> Dict[str, Gotcha]:
-    """Load (once) and return the catalog keyed by id, in file order."""
+    """Load (once) and return the catalog keyed by id, in file order.
+
+    path is the catalog folder (every *.toml in it, by name) or one TOML file.
+    """
     key = str(path or CATALOG_PATH)
     if key not in _CACHE:
-        with open(key, "rb") as fh:
-            _CACHE[key] = _parse(_toml.load(fh))
+        p = Path(key)
+        files = sorted(p.glob("*.toml")) if p.is_dir() else [p]
+        entries: list = []
+        for f in files:
+            with open(f, "rb") as fh:
+                try:
+                    entries.extend(_toml.load(fh).get("gotcha", []))
+                except _toml.TOMLDecodeError as exc:
+                    raise CatalogError(f"{f.name}: {exc}") from None
+        _CACHE[key] = _parse({"gotcha": entries})
     return _CACHE[key]
 
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Set, Tuple
 
-from contprobe import harness, image as images, launchers, runtimes
+from contprobe import harness, image as images, launchers, pycache, runtimes
 from contprobe.suite import Expectations
 
 POLL_S = 0.25
@@ -43,6 +43,7 @@ class Plan:
     gpus_per_node: int = 0
     gpu_order: str = "natural"
     grace_s: float = 30.0
+    pycache_dir: str = ""               # the image's persistent bytecode cache (contprobe.pycache), if any
 
     @property
     def launcher_name(self) -> str:
@@ -67,8 +68,11 @@ class Plan:
             command=harness.bootstrap_command(self.python, pytest_args, list(targets),
                                               0 if single else self.gpus_per_node, self.gpu_order),
             gpus=use_nv,
-            binds=[*self.binds, *binds, f"{self.harness_dir}:{harness.MOUNT}:ro", f"{rdir}:{harness.RESULTS_MOUNT}"],
-            env={**self.env, **(env or {})}, cleanenv=self.cleanenv)
+            binds=[*self.binds, *binds, f"{self.harness_dir}:{harness.MOUNT}:ro", f"{rdir}:{harness.RESULTS_MOUNT}",
+                   *([f"{self.pycache_dir}:{pycache.MOUNT}"] if self.pycache_dir else [])],
+            env={**self.env, **(env or {}),
+                 **(pycache.ENV if self.pycache_dir else {})},
+            cleanenv=self.cleanenv)
         inner, inner_env = self.rt.exec_argv(spec)
         if single or self.launcher is None:
             return inner, inner_env

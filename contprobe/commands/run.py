@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from contprobe import harness, image as images, launchers, runtimes, safeio, textsafe
+from contprobe import harness, image as images, launchers, pycache, runtimes, safeio, textsafe
 from contprobe.checks import HostOptions, run_all
 from contprobe.commands import args as cargs
 from contprobe.inimage import catalog
@@ -180,7 +180,7 @@ def make_plan(req: RunRequest, out: str, host: List[Case]) -> Optional[Plan]:
                 cleanenv=req.cleanenv, exp=req.exp, harness_dir=os.path.join(out, ".harness"),
                 results_dir=os.path.join(out, "ranks"), ranks=req.ranks, launcher=launcher,
                 launch_req=req_l, gpus_per_node=gpus, gpu_order=site.gpu_order,
-                grace_s=req.grace or site.grace_s)
+                grace_s=req.grace or site.grace_s, pycache_dir=pycache.prepare(user_cache(), img.path) or "")
 
 
 # ---- what the launch log says about ranks that never reported --------------------------------------

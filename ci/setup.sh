@@ -39,6 +39,9 @@ step "test images"
 CONTPROBE_VENV=$VENV bash ci/provision/test-images.sh
 
 
+step "ReFrame, the peer the benchmarks compare with"
+bash ci/provision/reframe.sh
+
 step "mpi4py's PyPI binary wheel (the test that names its libmpi.so.12 failure)"
 mkdir -p /var/cache/contprobe/binary-wheels
 ls /var/cache/contprobe/binary-wheels/mpi4py-*.whl >/dev/null 2>&1 || \

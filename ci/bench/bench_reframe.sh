@@ -33,12 +33,7 @@ RFM_VERSION=${RFM_VERSION:-4.10.4}
 WORK=${WORK:-/tmp/contprobe-bench-reframe}
 log() { printf '[bench-reframe] %s\n' "$*" >&2; }
 
-if [[ ! -x $RFM_VENV/bin/reframe ]]; then
-    log "installing reframe-hpc==$RFM_VERSION into $RFM_VENV"
-    /usr/bin/python3 -m venv "$RFM_VENV"   # the system Python: the unprivileged user runs it
-    "$RFM_VENV/bin/pip" install -q --disable-pip-version-check "reframe-hpc==$RFM_VERSION"
-    chmod -R a+rX "$RFM_VENV"
-fi
+RFM_VENV=$RFM_VENV RFM_VERSION=$RFM_VERSION bash "$REPO/ci/provision/reframe.sh"
 if [[ $(id -u) -eq 0 ]]; then as_user() { runuser -u "$RUSER" -- "$@"; }; else as_user() { "$@"; }; fi
 
 rm -rf "$WORK" && mkdir -p "$WORK/bind" && echo bench >"$WORK/bind/probe.txt"

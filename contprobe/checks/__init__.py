@@ -15,7 +15,7 @@ from contprobe.model import Case
 
 @dataclass(frozen=True)
 class Check:
-    outcome: str            # passed | failed | skipped
+    outcome: str            # passed | warning | failed | skipped
     message: str = ""
     gotcha: str = ""
 
@@ -26,6 +26,11 @@ def passed(message: str = "") -> Check:
 
 def failed(gotcha: str, message: str) -> Check:
     return Check("failed", message, gotcha)
+
+
+def warning(gotcha: str, message: str) -> Check:
+    """Advice: the setup is risky but has not failed (the verdict fails on it only under --strict)."""
+    return Check("warning", message, gotcha)
 
 
 def skipped(message: str, gotcha: str = "") -> Check:

@@ -70,7 +70,7 @@ class Plan:
             gpus=use_nv,
             binds=[*self.binds, *binds, f"{self.harness_dir}:{harness.MOUNT}:ro", f"{rdir}:{harness.RESULTS_MOUNT}",
                    *([f"{self.pycache_dir}:{pycache.MOUNT}"] if self.pycache_dir else [])],
-            env={**self.env, **(env or {}),
+            env={**self.env, **exp.env_values(), **(env or {}),
                  **(pycache.ENV if self.pycache_dir else {})},
             cleanenv=self.cleanenv)
         inner, inner_env = self.rt.exec_argv(spec)

@@ -8,9 +8,9 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
-from contprobe.inimage.options import MARKERS, BindExpectation, EnvExpectation
+from contprobe.inimage.options import EXPECTED_VALUE_PREFIX, MARKERS, BindExpectation, EnvExpectation
 
 PROBES_DIR = Path(__file__).resolve().parent / "inimage" / "probes"
 MARKEXPR_WORDS = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -105,7 +105,7 @@ class Expectations:
         for b in dict.fromkeys(self.binds):
             args += ["--expect-bind", b.as_arg()]
         for e in dict.fromkeys(self.envs):
-            args += ["--expect-env", e.as_arg()]
+            args += ["--expect-env", e.name]      # the value travels in the environment: env_values()
         if self.proxy:
             args.append("--expect-proxy")
         if self.allreduce_sizes:
@@ -116,6 +116,10 @@ class Expectations:
             args += ["-m", self.markexpr]
         args += ["--probe-timeout", f"{self.probe_timeout:g}"]
         return args
+
+    def env_values(self) -> Dict[str, str]:
+        """Expected values, for the probes' environment: on a command line any user could read them."""
+        return {f"{EXPECTED_VALUE_PREFIX}{e.name}": e.value for e in self.envs if e.value is not None}
 
 
 def pytest_argv(probes_dir: str, junit: Optional[str], exp: Expectations,

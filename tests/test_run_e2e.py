@@ -102,9 +102,13 @@ def test_missing_variable_is_diagnosed_by_rerun():
 
 def test_variable_passes_without_cleanenv():
     """Nothing is switched on silently: without --cleanenv the host variable reaches the probes."""
-    env = clean_env(CP_E2E_SETTING="on")
-    res, doc, _ = run_json([str(image("base.sif")), "--expect-env", "CP_E2E_SETTING=on", "-m", "env"], env=env)
+    res, doc, out = run_json([str(image("base.sif")), "--expect-env", "CP_E2E_SETTING=on-4242", "-m", "env"],
+                             env=clean_env(CP_E2E_SETTING="on-4242"))
     assert res.rc == 0, res
+    # The expected value reached the probe through the environment: nothing on the command line that
+    # `ps` shows (the shell-quoted reproducer keeps it in an APPTAINERENV_ assignment in front).
+    argv = json.load(open(os.path.join(out, "launch.json")))["argv"]
+    assert "--expect-env" in argv and not any("on-4242" in a for a in argv), argv
     assert "--cleanenv" not in doc["context"]["command"]
     assert "PYTHONNOUSERSITE" not in doc["context"]["command"]
 

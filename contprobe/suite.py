@@ -94,8 +94,8 @@ class Expectations:
         if ns.keyword:
             check_expression("-k", ns.keyword)
         return cls(gpus=ns.expect_gpus, mig=ns.expect_mig, ranks=ns.expect_ranks, binds=list(ns.expect_bind),
-                   envs=list(ns.expect_env), proxy=ns.expect_proxy, allreduce_sizes=ns.allreduce_sizes, keyword=ns.keyword,
-                   markexpr=ns.markexpr, probe_timeout=ns.probe_timeout)
+                   envs=list(ns.expect_env), proxy=ns.expect_proxy, allreduce_sizes=ns.allreduce_sizes,
+                   keyword=ns.keyword, markexpr=ns.markexpr, probe_timeout=ns.probe_timeout)
 
     def pytest_args(self) -> List[str]:
         args: List[str] = []

@@ -131,7 +131,8 @@ def python_writes_into_the_image() -> str:
 
 def exec_missing_image() -> str:
     image("base.sif")
-    return failed(*apptainer("exec", "/nonexistent/contprobe/missing.sif", "true"), "FATAL", "no such file or directory")
+    return failed(*apptainer("exec", "/nonexistent/contprobe/missing.sif", "true"),
+                  "FATAL", "no such file or directory")
 
 
 def writable_sandbox_bind_destination_missing() -> str:
@@ -212,7 +213,8 @@ def nvidia_smi_without_nv() -> str:
 
 def torch_shared_memory_full() -> str:
     with small_tmpfs("1m") as shm:
-        return failed(*in_image("mpich.sif", "import torch; torch.ones(1 << 22).share_memory_()", "-B", f"{shm}:/dev/shm"),
+        return failed(*in_image("mpich.sif", "import torch; torch.ones(1 << 22).share_memory_()",
+                                "-B", f"{shm}:/dev/shm"),
                       "unable to allocate shared memory(shm)", "No space left on device")
 
 
@@ -278,7 +280,8 @@ def mpi4py_built_for_open_mpi_in_an_mpich_free_image() -> str:
     d = user_dir("contprobe-ompi-")
     try:
         rc, out = apptainer("exec", str(image("openmpi.sif")), "sh", "-c",
-                            f"cp -r \"$(python3 -c 'import mpi4py, os; print(os.path.dirname(mpi4py.__file__))')\" {d}/")
+                            "cp -r \"$(python3 -c 'import mpi4py, os; print(os.path.dirname(mpi4py.__file__))')\" "
+                            + d + "/")
         if rc != 0:
             raise NotReproduced(out)
         return failed(*in_image("base.sif", f"import sys; sys.path.insert(0, {d!r}); from mpi4py import MPI"),
@@ -312,7 +315,8 @@ def pull_without_the_site_proxy() -> str:
     try:
         p = subprocess.run(["unshare", "-n", *as_user(["env", f"HOME={home()}", "apptainer", "pull", f"{d}/x.sif",
                                                         "docker://registry-1.docker.io/library/busybox:1.36"])],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, timeout=120, cwd="/tmp")
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, timeout=120,
+                           cwd="/tmp")
         return failed(p.returncode, p.stdout, "registry-1.docker.io", "network is unreachable")
     finally:
         shutil.rmtree(d, ignore_errors=True)

@@ -71,15 +71,16 @@ def test_pcie_busy_links_at_max_pass_and_idle_downshift_is_not_judged():
     assert res["outcome"] == "skipped" and "idle" in res["message"], res
 
 
-def test_pcie_busy_link_below_max_is_degraded():
-    # No public recording of a busy GPU on a degraded link was found (ci/gpu-smoke.sh records one
-    # when a GPU machine shows it). This checks the rule itself: a recorded idle 4090 block at Gen1
-    # of Gen4, with only its Idle reason changed to Not Active, is judged and fails.
-    g = next(g for g in q("rtx4090x8-idle"))
-    assert g.get("PCI/GPU Link Info/PCIe Generation/Current") == "1" and gpuhealth.is_idle(g)
-    busy = gpuhealth.GpuReport(g.bus_id, dict(g.fields, **{"Clocks Event Reasons/Idle": "Not Active"}))
-    found = gpuhealth.pcie_link(busy)
-    assert found.gotcha == "gpu-pcie-degraded" and "Gen1 x16 while busy, maximum Gen4 x16" in found.detail
+def test_pcie_link_below_max_on_recorded_a10g_is_degraded():
+    # An A10G at P0 (Idle: Not Active, a server holding 8.7 GB on it) whose link trained x8 of x16.
+    (g,) = q("a10g-pcie-x8-busy")
+    found = gpuhealth.pcie_link(g)
+    assert found.gotcha == "gpu-pcie-degraded" and "Gen4 x8 while not idle, maximum Gen4 x16" in found.detail
+    res = result_of(doctor("a10g-pcie-x8-busy"), "gpu.pcie_link")
+    assert res["outcome"] == "failed" and res["gotcha"] == "gpu-pcie-degraded", res
+    assert res["fix"] == catalog.get("gpu-pcie-degraded").fix_line
+    # The same report's persistence mode is Disabled: named by its own probe.
+    assert result_of(doctor("a10g-pcie-x8-busy"), "gpu.persistence")["gotcha"] == "gpu-persistence-off"
 
 
 # ---- clocks ----------------------------------------------------------------------------------------

@@ -112,7 +112,7 @@ def pcie_link(g: GpuReport) -> Optional[Finding]:
         raise LookupError(f"{g.label}: idle (link Gen{gen[0]} x{width[0]} of Gen{gen[1]} x{width[1]}: "
                           "an idle link downshifts)")
     if gen[0] < gen[1] or width[0] < width[1]:
-        return Finding("gpu-pcie-degraded", f"{g.label}: PCIe link Gen{gen[0]} x{width[0]} while busy, "
+        return Finding("gpu-pcie-degraded", f"{g.label}: PCIe link Gen{gen[0]} x{width[0]} while not idle, "
                                             f"maximum Gen{gen[1]} x{width[1]}")
     return None
 

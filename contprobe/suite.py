@@ -77,6 +77,7 @@ def check_expression(flag: str, expr: str) -> None:
 class Expectations:
     """The operator's expectations, typed by the one option table (contprobe.inimage.options)."""
     gpus: Optional[int] = None
+    mig: Optional[str] = None
     ranks: Optional[int] = None
     binds: List[BindExpectation] = field(default_factory=list)
     envs: List[EnvExpectation] = field(default_factory=list)
@@ -92,14 +93,16 @@ class Expectations:
             check_markexpr(ns.markexpr)
         if ns.keyword:
             check_expression("-k", ns.keyword)
-        return cls(gpus=ns.expect_gpus, ranks=ns.expect_ranks, binds=list(ns.expect_bind), envs=list(ns.expect_env),
-                   proxy=ns.expect_proxy, allreduce_sizes=ns.allreduce_sizes, keyword=ns.keyword,
-                   markexpr=ns.markexpr, probe_timeout=ns.probe_timeout)
+        return cls(gpus=ns.expect_gpus, mig=ns.expect_mig, ranks=ns.expect_ranks, binds=list(ns.expect_bind),
+                   envs=list(ns.expect_env), proxy=ns.expect_proxy, allreduce_sizes=ns.allreduce_sizes,
+                   keyword=ns.keyword, markexpr=ns.markexpr, probe_timeout=ns.probe_timeout)
 
     def pytest_args(self) -> List[str]:
         args: List[str] = []
         if self.gpus is not None:
             args += ["--expect-gpus", str(self.gpus)]
+        if self.mig:
+            args += ["--expect-mig", self.mig]
         if self.ranks is not None:
             args += ["--expect-ranks", str(self.ranks)]
         for b in dict.fromkeys(self.binds):

@@ -38,6 +38,8 @@ def apply_site(req: runcmd.RunRequest, site: Site, env: Optional[Mapping[str, st
             req.hostfile = alloc.hostfile
     if req.exp.gpus is None and site.gpus_per_node:
         req.exp.gpus = 1 if req.ranks > 1 else site.gpus_per_node
+    if req.exp.mig is None and site.gpu_mig:
+        req.exp.mig = site.gpu_mig
     if req.exp.ranks is None and req.ranks > 1:
         req.exp.ranks = req.ranks
     req.mode, req.title = "validate", "contprobe validate"

@@ -129,6 +129,8 @@ class Option:
 OPTIONS: Tuple[Option, ...] = (
     Option(("--expect-gpus",), dict(type=argtype(parse_gpus), default=None, metavar="N",
                                     help="GPUs this process must see; a mismatch fails (default: skip without GPUs)")),
+    Option(("--expect-mig",), dict(choices=["enabled", "disabled"], default=None,
+                                   help="MIG mode every MIG-capable GPU must be in (site profile [gpus] mig)")),
     Option(("--expect-ranks",), dict(type=argtype(parse_gpus, drop="--expect-gpus "), default=None, metavar="N",
                                      help="MPI world size the launch must give")),
     Option(("--expect-bind",), dict(type=argtype(parse_bind), action="append", default=[], metavar="PATH[:rw]",

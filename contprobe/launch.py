@@ -68,7 +68,8 @@ class Plan:
                                               0 if single else self.gpus_per_node, self.gpu_order),
             gpus=use_nv,
             binds=[*self.binds, *binds, f"{self.harness_dir}:{harness.MOUNT}:ro", f"{rdir}:{harness.RESULTS_MOUNT}"],
-            env={**self.env, **(env or {})}, cleanenv=self.cleanenv)
+            env={**self.env, **(env or {})}, cleanenv=self.cleanenv,
+            launched=not single and self.launcher is not None)
         inner, inner_env = self.rt.exec_argv(spec)
         if single or self.launcher is None:
             return inner, inner_env

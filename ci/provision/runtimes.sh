@@ -56,7 +56,9 @@ install_packages() {
     if [ ${#need[@]} -gt 0 ]; then
         log "apt-get install ${need[*]}"
         local -a apt=(apt-get -o DPkg::Lock::Timeout=900 -y -qq --no-install-recommends install "${need[@]}")
-        DEBIAN_FRONTEND=noninteractive "${apt[@]}" >/dev/null
+        # a fresh machine's package lists may not know them yet
+        DEBIAN_FRONTEND=noninteractive "${apt[@]}" >/dev/null 2>&1 || {
+            apt-get -o DPkg::Lock::Timeout=900 -qq update; DEBIAN_FRONTEND=noninteractive "${apt[@]}" >/dev/null; }
     fi
 }
 
@@ -180,14 +182,17 @@ do_verify() {
 }
 
 # rootless podman keeps a "pause" process (holder of the user namespace) after its first call; stop
-# it so that a verify leaves no process behind (podman starts a new one when next needed)
+# it so that a verify leaves no process behind (podman starts a new one when next needed). It ignores
+# SIGTERM, and its command line is podman's argv[0] (`podman` or `/usr/bin/podman`). A user with a
+# container still running keeps it.
 stop_pause() {
     local pf=$RUNDIR/libpod/tmp/pause.pid pid
     [ -s "$pf" ] || return 0
+    pgrep -u "$UID_" conmon >/dev/null && return 0
     pid=$(cat "$pf")
     if [ -d "/proc/$pid" ] && [ "$(stat -c %U "/proc/$pid")" = "$CPUSER" ] \
-        && [ "$(tr '\0' ' ' <"/proc/$pid/cmdline")" = "podman " ]; then
-        kill -TERM "$pid" 2>/dev/null || true
+        && [[ "$(tr '\0' ' ' <"/proc/$pid/cmdline")" =~ ^(/usr/bin/)?podman\ $ ]]; then
+        kill -KILL "$pid" 2>/dev/null || true
     fi
     rm -f "$pf"
 }

@@ -184,21 +184,25 @@ def graphroot(env: Mapping[str, str], home: str) -> str:
         with open(conf, "rb") as fh:
             storage = _toml.load(fh).get("storage", {})
         root = storage.get("rootless_storage_path") or storage.get("graphroot")
-        if root:
-            return os.path.expandvars(root.replace("$HOME", home))
+        if root:  # containers/storage expands $HOME, $UID and $USER in these paths
+            for var, value in (("$HOME", home), ("$UID", str(os.getuid())), ("$USER", env.get("USER", ""))):
+                root = root.replace(var, value)
+            return root
     except (OSError, ValueError):
         pass
     data = env.get("XDG_DATA_HOME") or os.path.join(home, ".local", "share")
     return os.path.join(data, "containers", "storage")
 
 
-def check_rootless(env: Mapping[str, str], subuid: str = "/etc/subuid", subgid: str = "/etc/subgid"):
+def check_rootless(env: Mapping[str, str], subuid: str = "/etc/subuid", subgid: str = "/etc/subgid",
+                   uid: Optional[int] = None, home: Optional[str] = None):
     """host.podman: what rootless podman needs before its first call. Each failure names its gotcha."""
     from contprobe.checks import failed, passed, skipped
     from contprobe.checks import storage, userns
-    if os.getuid() == 0:
+    uid = os.getuid() if uid is None else uid
+    if uid == 0:
         return skipped("running as root: rootful podman needs none of this")
-    user = getpass.getuser()
+    user = env.get("USER") or getpass.getuser()
     rundir = env.get("XDG_RUNTIME_DIR", "")
     if rundir and not os.access(rundir, os.W_OK | os.X_OK):
         return failed("podman-runtime-dir", f"XDG_RUNTIME_DIR={rundir} is not a directory this user can write")
@@ -206,10 +210,9 @@ def check_rootless(env: Mapping[str, str], subuid: str = "/etc/subuid", subgid: 
     if missing:
         return failed("podman-uidmap-setup", f"{' and '.join(missing)} not on PATH (package uidmap/shadow-utils)")
     for path in (subuid, subgid):
-        if not userns.ranges(path, user, os.getuid()):
+        if not userns.ranges(path, user, uid):
             return failed("podman-uidmap-setup", f"no range for {user} in {path}")
-    home = os.path.expanduser("~")
-    root = graphroot(env, home)
+    root = graphroot(env, home or os.path.expanduser("~"))
     kind = storage.fs_type(os.path.dirname(root) if not os.path.exists(root) else root)
     if kind in storage.NETWORK_FS:
         return failed("podman-storage-network-fs", f"graphroot {root} is on {kind}")

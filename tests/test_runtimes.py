@@ -251,3 +251,11 @@ def test_every_runtime_has_an_inside_marker():
     assert {n.split("-")[0] for n in R.names()} <= marked
     assert container_info({"CH_RUNNING": "Weird Al Yankovic", "CONTPROBE_IMAGE": "/i.sqfs"}) == \
         ("/i.sqfs", "charliecloud")
+
+
+def test_only_apptainer_and_singularity_build_definition_files():
+    from contprobe.suite import UsageError
+    for cls in (Podman, PodmanHPC, Charliecloud):
+        with pytest.raises(UsageError, match="--runtime apptainer"):
+            cls("/x", "1").build_argv("/t.sif", "/r.def", fakeroot=True)
+    assert R.REGISTRY["apptainer"]("/usr/bin/apptainer", "1").build_argv("/t.sif", "/r.def")[1] == "build"

@@ -44,6 +44,7 @@ class Runtime:
     gpu_flag = "--nv"
     var_prefix = ""              # APPTAINER / SINGULARITY: <prefix>ENV_NAME, <prefix>_CACHEDIR ...
     remote_schemes = ()          # registry references it converts itself (docker://, oras://)
+    builds_recipes = True        # builds Apptainer definition files (build-check); podman, ch-run do not
 
     @property
     def flavour(self) -> str:
@@ -73,10 +74,15 @@ class Runtime:
         return f"{self.env_prefix}{name}"
 
     @classmethod
+    def version_env(cls) -> Optional[Dict[str, str]]:
+        """The environment `EXE --version` needs (None: this process's)."""
+        return None
+
+    @classmethod
     def version_text(cls, path: str) -> str:
         """What `EXE --version` says (asked once per backend by `probe`)."""
         return subprocess.run([path, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, timeout=30).stdout
+                              text=True, timeout=30, env=cls.version_env()).stdout
 
     def host_checks(self) -> List[Tuple[str, Callable[[], object]]]:
         """This runtime's own host checks: (probe id, function returning a checks.Check)."""
@@ -96,6 +102,10 @@ class Runtime:
         return argv + list(spec.command), {f"{self.env_prefix}{k}": v for k, v in spec.env.items()}
 
     def build_argv(self, target: str, source: str, fakeroot: bool = False, extra: Tuple[str, ...] = ()) -> List[str]:
+        if not self.builds_recipes:
+            from contprobe.suite import UsageError
+            raise UsageError(f"{self.name} does not build Apptainer definition files: "
+                             "give --runtime apptainer or --runtime singularity")
         return [self.executable, "build", *(["--fakeroot"] if fakeroot else []), *extra, target, source]
 
     def build_env(self, env: Mapping[str, str], cachedir: Optional[str] = None,

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from typing import Callable, Dict, List, Mapping, Tuple
 
 from contprobe import harness
@@ -46,13 +45,12 @@ class Charliecloud(Runtime):
     gpu_flag = "ch-fromhost --nvidia IMAGE"     # a one-time change of a directory image, not a flag
     var_prefix = ""                             # no variables of its own for values
 
+    builds_recipes = False
+
     @classmethod
-    def version_text(cls, path: str) -> str:
+    def version_env(cls) -> Dict[str, str]:
         # ch-run exits at once when $USER is unset, --version included: it says nothing then
-        env = dict(os.environ)
-        env.setdefault("USER", _user())
-        return subprocess.run([path, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, timeout=30, env=env).stdout
+        return {**os.environ, "USER": _user()}
 
     @property
     def cachedir_var(self) -> str:

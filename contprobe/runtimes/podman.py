@@ -49,6 +49,7 @@ class Podman(Runtime):
     gpu_flag = "--device nvidia.com/gpu=all"
     var_prefix = ""
     remote_schemes = ("docker",)
+    builds_recipes = False
 
     @property
     def cachedir_var(self) -> str:

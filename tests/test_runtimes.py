@@ -35,7 +35,7 @@ def test_podman_values_travel_in_its_environment_and_binds_name_a_destination():
     argv, env = Podman("/usr/bin/podman", "4.3.1").exec_argv(spec())
     assert not any(SECRET in a for a in argv)
     assert env == {"CP_VAR": SECRET, "CONTPROBE_IMAGE": "IMG"}
-    assert argv[:5] == ["/usr/bin/podman", "run", "--rm", "--pull=never", "--security-opt=label=disable"]
+    assert argv[:6] == ["/usr/bin/podman", "run", "--rm", "--init", "--pull=never", "--security-opt=label=disable"]
     assert argv[argv.index("CP_VAR") - 1] == "--env" and argv[argv.index("CONTPROBE_IMAGE") - 1] == "--env"
     vols = [argv[i + 1] for i, a in enumerate(argv) if a == "-v"]
     assert vols == ["/lus:/lus", f"/out/.harness:{harness.MOUNT}:ro", f"/out/ranks:{harness.RESULTS_MOUNT}"]
@@ -48,6 +48,7 @@ def test_podman_gpus_by_cdi_podman_hpc_by_its_module_and_ranks_get_launcher_vari
     assert argv[argv.index("--device") + 1] == "nvidia.com/gpu=all"
     assert {"--network=host", "--pid=host", "--env=PMI_*", "--env=SLURM_*", "--env=PALS_*"} <= set(argv)
     assert "--ipc=host" not in argv and "/dev/shm:/dev/shm" in argv
+    assert "--init" not in argv      # podman refuses an init in the host's PID namespace
     hpc, _ = PodmanHPC("/usr/bin/podman-hpc", "1.1.0").exec_argv(spec(gpus=True))
     assert "--gpu" in hpc and "--device" not in hpc and hpc[:2] == ["/usr/bin/podman-hpc", "run"]
 
@@ -232,6 +233,8 @@ def test_charliecloud_host_check_needs_user():
     ("[cli_1]: write_line error; fd=8 buf=:cmd=init pmi_version=1 pmi_subversion=1\n:\nsystem msg for "
      "write_line failure : Bad file descriptor\n[cli_1]: Unable to write to PMI_fd", "launch", "podman-pmi-fd"),
     ("Error: statfs /dev/mqueue: no such file or directory", "launch", "podman-ipc-mqueue"),
+    ("Error: container-init binary not found on the host: stat /usr/libexec/podman/catatonit: no such file or "
+     "directory", "launch", "podman-init-missing"),
     ("Error: could not find slirp4netns, the network namespace can't be configured: exec: \"slirp4netns\": "
      "executable file not found in $PATH", "launch", "podman-slirp-missing"),
     ("ch-fromhost: can't chmod u+w: /var/tmp/contprobe-images/rootfs/usr/local/lib", "build",

@@ -111,6 +111,43 @@ def test_podman_runs_the_suite_on_the_base_sif(podman_user, host_dir):
     assert argv[argv.index("CP_RT_VAR") - 1] == "--env"
 
 
+def marked_processes(marker: str) -> list:
+    """Pids whose environment holds marker (read as root from /proc)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                if marker.encode() in fh.read():
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def test_podman_launch_ended_at_its_timeout_leaves_no_container(podman_user):
+    """The suite is PID 1 of its container, which ignores SIGTERM: without an init the container of a
+    timed-out launch runs on after contprobe has gone."""
+    if os.geteuid() != 0:
+        pytest.skip("reads other users' /proc/PID/environ")
+    img = image("base.sif")
+    hang = user_dir("contprobe-hang-")
+    Path(hang, "sitecustomize.py").write_text("import time\ntime.sleep(600)\n")
+    os.chmod(Path(hang, "sitecustomize.py"), 0o644)
+    marker = f"CP_HANG_{uuid.uuid4().hex[:8]}"
+    t0 = time.monotonic()
+    res, doc, _ = run_json(["--runtime", "podman", str(img), "-B", f"{hang}:/opt:ro", "--env", "PYTHONPATH=/opt",
+                            "--env", f"{marker}=1", "--timeout", "10", "--no-rerun"])
+    assert res.rc == 1 and time.monotonic() - t0 < 120, res
+    assert "timed out" in doc["lost"][0]["reason"], doc["lost"]
+    deadline = time.monotonic() + 10
+    while marked_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = marked_processes(marker)
+    for pid in left:          # do not leave it behind even when the test fails
+        os.kill(pid, 9)
+    assert not left, "the timed-out launch's container kept running"
+
+
 def test_podman_without_subordinate_ids_names_its_gotcha(podman_user):
     """`nobody` has no /etc/subuid range: an image with a file of another group cannot be stored."""
     if os.geteuid() != 0:

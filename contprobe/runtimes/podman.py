@@ -79,7 +79,12 @@ class Podman(Runtime):
         argv = [self.executable, "run", "--rm", "--pull=never", "--security-opt=label=disable"]
         if spec.gpus:
             argv += list(self.gpu_args)
-        if spec.launched:
+        if not spec.launched:
+            # In its own PID namespace the probe suite would be PID 1, which ignores SIGTERM: a launch
+            # ended at its timeout would leave its container running (seen on the CI machine). podman's
+            # init forwards the signal. A rank shares the host's PID namespace and needs none.
+            argv.insert(3, "--init")
+        else:
             # Ranks talk over the host's network and see each other's processes; they share the host's
             # /dev/shm by a bind rather than --ipc=host, which also needs the host's /dev/mqueue
             # (`statfs /dev/mqueue: no such file or directory` on this CI machine).

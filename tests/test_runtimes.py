@@ -88,7 +88,8 @@ def test_versions(cls, text, version):
 def test_charliecloud_version_is_asked_with_user_set(tmp_path, monkeypatch):
     """ch-run says nothing but an error when $USER is unset, --version included."""
     fake = tmp_path / "ch-run"
-    fake.write_text('#!/bin/sh\n[ -n "$USER" ] || { echo "ch-run[1]: error: \\$USER not set" >&2; exit 1; }\necho 0.31\n')
+    fake.write_text('#!/bin/sh\n[ -n "$USER" ] || { echo "ch-run[1]: error: \\$USER not set" >&2; exit 1; }\n'
+                    'echo 0.31\n')
     fake.chmod(0o755)
     monkeypatch.delenv("USER", raising=False)
     assert Charliecloud.version_text(str(fake)).strip() == "0.31"

@@ -8,6 +8,8 @@
 # 3. A venv with torch (CPU), mpi4py built against MPICH, horovod (ci/provision/python-env.sh),
 #    plus contprobe itself and its test dependencies.
 # 4. The test images (ci/provision/test-images.sh); mpich.sif gets torch and horovod from that venv.
+# 5. Rootless podman and Charliecloud for that user, with Charliecloud images of base.sif
+#    (ci/provision/runtimes.sh install).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -37,6 +39,9 @@ chmod -R a+rX "$VENV"
 
 step "test images"
 CONTPROBE_VENV=$VENV bash ci/provision/test-images.sh
+
+step "rootless podman and Charliecloud for the unprivileged user (ci/provision/runtimes.sh)"
+bash ci/provision/runtimes.sh install
 
 
 step "ReFrame, the peer the benchmarks compare with"

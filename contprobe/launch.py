@@ -72,7 +72,7 @@ class Plan:
                    *([f"{self.pycache_dir}:{pycache.MOUNT}"] if self.pycache_dir else [])],
             env={**self.env, **exp.env_values(), **(env or {}),
                  **(pycache.ENV if self.pycache_dir else {})},
-            cleanenv=self.cleanenv)
+            cleanenv=self.cleanenv, launched=not single and self.launcher is not None)
         inner, inner_env = self.rt.exec_argv(spec)
         if single or self.launcher is None:
             return inner, inner_env

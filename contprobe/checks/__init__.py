@@ -39,7 +39,7 @@ def skipped(message: str, gotcha: str = "") -> Check:
 
 @dataclass(frozen=True)
 class HostOptions:
-    runtime: str = "auto"           # auto | apptainer | singularity
+    runtime: str = "auto"           # auto | a runtime backend's name
     need_runtime: bool = False       # a missing runtime fails (run) or only skips (doctor)
     pulls: bool = False              # a registry image will be pulled / a build bootstraps
     build: bool = False              # a --fakeroot build follows
@@ -49,6 +49,7 @@ class HostOptions:
 
 
 def run_all(opts: HostOptions) -> List[Case]:
+    from contprobe import runtimes
     from contprobe.checks import network, runtime, storage, userns
     checks: List[tuple] = [
         ("host.runtime", lambda: runtime.check(opts)),
@@ -58,6 +59,10 @@ def run_all(opts: HostOptions) -> List[Case]:
         ("host.cwd_symlink", storage.check_cwd),
         ("host.proxy", lambda: network.check_proxy(opts, opts.env)),
     ]
+    try:  # the runtime's own checks (podman: rootless setup; charliecloud: $USER and its storage)
+        checks += runtimes.detect(opts.runtime).host_checks()
+    except runtimes.RuntimeNotFound:
+        pass
     return [_result(pid, fn) for pid, fn in checks]
 
 

@@ -6,7 +6,7 @@ import shutil
 from typing import List, Optional, Tuple
 
 from contprobe import runtimes
-from contprobe.checks import Check, HostOptions, failed, passed, warning
+from contprobe.checks import Check, HostOptions, failed, passed, skipped, warning
 
 NETWORK_FS = {"nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "beegfs", "fuse.sshfs", "ceph", "dvs", "wekafs"}
 MIN_FREE_GB = 10.0
@@ -46,9 +46,12 @@ def _existing_parent(path: str) -> str:
 
 def check_cache_dirs(opts: HostOptions, env=None) -> Check:
     try:
-        prefix = runtimes.detect(opts.runtime).var_prefix
+        rt = runtimes.detect(opts.runtime)
     except runtimes.RuntimeNotFound:
-        prefix = "APPTAINER"
+        rt = None
+    if rt is not None and not rt.var_prefix:   # podman, charliecloud: their own host check covers storage
+        return skipped(f"{rt.name} keeps images in its own storage: see host.{rt.name}")
+    prefix = rt.var_prefix if rt is not None else "APPTAINER"
     home = os.path.realpath(os.path.expanduser("~"))
     notes, risks, short = [], [], []
     for var, path in cache_locations(prefix, env):

@@ -219,8 +219,9 @@ def run(req: RunRequest) -> int:
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     out = prepare_out(req.out or default_out(req.image), req.force)
     remote = "://" in req.image
+    runtime = req.runtime if req.runtime != "auto" else req.site.runtime   # the site profile picks it
     host = list(req.host_cases) if req.host_cases is not None else \
-        run_all(HostOptions(runtime=req.runtime, need_runtime=True, pulls=remote,
+        run_all(HostOptions(runtime=runtime, need_runtime=True, pulls=remote,
                             module_hint=req.site.runtime_module, site_proxy=req.site.proxy))
     rec = LaunchRecord(mode=req.mode, image=req.image, site=req.site.name, expected_ranks=req.ranks,
                        hosts=[socket.gethostname()], started_utc=started)

@@ -92,15 +92,18 @@ EOF
 # native rootless overlay: 0.4 s a run; the vfs fallback copies the image every run (12 s)
 driver = "overlay"
 EOF
-    local f changed=0
+    local f driver_changed=0
+    # only a storage driver change needs the old storage gone (podman refuses to switch drivers);
+    # any other change must keep the images other tests imported
+    grep -q '^driver' "$cfg/storage.conf" 2>/dev/null && \
+        ! cmp -s <(grep '^driver' "$cfg/storage.conf.tmp") <(grep '^driver' "$cfg/storage.conf") && driver_changed=1
     for f in containers.conf storage.conf; do
         if cmp -s "$cfg/$f.tmp" "$cfg/$f"; then rm -f "$cfg/$f.tmp"
-        else mv -f "$cfg/$f.tmp" "$cfg/$f"; changed=1; fi
+        else mv -f "$cfg/$f.tmp" "$cfg/$f"; fi
         chown "$CPUSER:$CPUSER" "$cfg/$f"
     done
-    # a storage driver change needs the old storage gone (podman refuses to switch drivers)
-    if [ $changed = 1 ] && [ -d "$HOME_/.local/share/containers/storage" ]; then
-        log "podman config changed: podman system reset for $CPUSER"
+    if [ $driver_changed = 1 ] && [ -d "$HOME_/.local/share/containers/storage" ]; then
+        log "podman storage driver changed: podman system reset for $CPUSER"
         as_user podman system reset --force >/dev/null 2>&1 || true
     fi
     log "podman: $(as_user podman info --format '{{.Store.GraphDriverName}} {{.Host.OCIRuntime.Name}} rootless={{.Host.Security.Rootless}}')"

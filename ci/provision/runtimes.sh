@@ -95,8 +95,10 @@ EOF
     local f driver_changed=0
     # only a storage driver change needs the old storage gone (podman refuses to switch drivers);
     # any other change must keep the images other tests imported
-    grep -q '^driver' "$cfg/storage.conf" 2>/dev/null && \
-        ! cmp -s <(grep '^driver' "$cfg/storage.conf.tmp") <(grep '^driver' "$cfg/storage.conf") && driver_changed=1
+    if ! grep -q '^driver' "$cfg/storage.conf" 2>/dev/null || \
+        ! cmp -s <(grep '^driver' "$cfg/storage.conf.tmp") <(grep '^driver' "$cfg/storage.conf"); then
+        driver_changed=1
+    fi
     for f in containers.conf storage.conf; do
         if cmp -s "$cfg/$f.tmp" "$cfg/$f"; then rm -f "$cfg/$f.tmp"
         else mv -f "$cfg/$f.tmp" "$cfg/$f"; fi

@@ -109,7 +109,8 @@ def discover(paths: Iterable[str]) -> Found:
         if os.path.basename(real) == RANKS_DIR and os.path.isfile(os.path.join(os.path.dirname(real), LAUNCH_RECORD)):
             records[os.path.dirname(real)] = None   # `report OUT/ranks`: the launch is the parent
         found = 0
-        for d, names in safeio.walk(real):
+        others: List[Tuple[str, str]] = []
+        for d, names in safeio.walk(real, others=others):
             for n in names:
                 if n == LAUNCH_RECORD:
                     inside = _launch_of(os.path.dirname(d), records) if d != real else None
@@ -125,6 +126,13 @@ def discover(paths: Iterable[str]) -> Found:
                 elif n.endswith(".xml") or JOURNAL_FILE.match(n):
                     candidates.append((d, n, False))
                     found += 1
+        # A link or FIFO named like an input is never read (it could block, or point at host files),
+        # but it is named: a rank whose result is a FIFO must not look like a clean rank.
+        for path, what in others:
+            n = os.path.basename(path)
+            if n == LAUNCH_RECORD or RANK_FILE.match(n) or JOURNAL_FILE.match(n):
+                out.problems.append(Problem(path, f"{what}: ignored"))
+                found += 1
         if not found:
             out.problems.append(Problem(p, "no JUnit (*.xml) files or rank journals in this directory"))
     out.records = sorted(records)

@@ -97,7 +97,10 @@ def prepare_out(out: str, force: bool) -> str:
     out = os.path.abspath(out)
     if os.path.islink(out) or (os.path.exists(out) and not os.path.isdir(out)):
         raise UsageError(f"--out {out}: not a directory")
-    empty = safeio.is_empty_dir(out)
+    try:
+        empty = safeio.is_empty_dir(out)
+    except OSError as exc:   # e.g. a parent this user cannot enter
+        raise UsageError(f"--out {out}: {exc.strerror or exc}") from None
     if empty is False:
         if not force:
             raise UsageError(f"--out {out} is not empty: give a new directory, or --force to replace its contents")

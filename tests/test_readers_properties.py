@@ -43,7 +43,12 @@ UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e
 HOSTILE_TEXT = ["\x1b]0;pwned\x07", "\x1b[2J\x1b[H", "\x1b]52;c;ZWNobyBwd25lZA==\x07", "\x1b[32mverdict: PASSED\x1b[0m",
                 "\x9b31m", "\u202eevil\u202c", "line\nverdict: PASSED", "a|b", "<script>x</script>",
                 "[x](javascript:alert(1))", "\x00", "\ud800", f"HF_TOKEN={SECRET}", SECRET,
-                "https://alice:hunter2pw@registry.example/x", "Authorization: Bearer abcdefghijkl"]
+                "https://alice:hunter2pw@registry.example/x", "Authorization: Bearer abcdefghijkl",
+                # masks that once broke the document they were put in (JSON escapes, XML markup)
+                'X_TOKEN=a"b', "API_KEY=x\\", "\nbob:hunter2pw@proxy:3128", 'http://a":hunter2pw@x',
+                f"<b>{SECRET}</b>", f"a_token={SECRET}&amp;"]
+# The planted user:password pairs in their full shapes (a bare "x:hunter2pw" is no credential).
+LEAKED_CREDENTIAL = re.compile(r'alice:hunter2pw@registry|bob:hunter2pw@proxy:3128|a(\\?"|&quot;|&#34;):hunter2pw@x')
 SETTINGS = settings(max_examples=int(os.environ.get("CONTPROBE_HYPOTHESIS_EXAMPLES", "60")), deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.function_scoped_fixture])
@@ -206,7 +211,7 @@ def check_outputs(out: Path, stdout: str, stderr: str) -> dict:
     doc = strict_json((out / "report.json").read_text())
     ET.parse(out / "junit.xml")          # merged JUnit parses (no XML-illegal character left)
     for t in [stdout, stderr] + [(out / n).read_text() for n in pipeline.OUT_FILES.values()]:
-        assert SECRET not in t and "hunter2pw" not in t
+        assert SECRET not in t and not LEAKED_CREDENTIAL.search(t)
     # Nothing forges a verdict line: exactly one, and it is the last line of the table.
     assert len(re.findall(r"(?m)^verdict: ", stdout)) == 1, stdout[-2000:]
     return doc

@@ -20,7 +20,6 @@ from contprobe import harness, image as images, launchers, runtimes, safeio, tex
 from contprobe.checks import HostOptions, run_all
 from contprobe.commands import args as cargs
 from contprobe.inimage import catalog
-from contprobe.inimage.redact import redact_output
 from contprobe.launch import LaunchResult, Plan, execute
 from contprobe.model import Case, LaunchRecord, LostRank
 from contprobe.reports import pipeline
@@ -125,7 +124,7 @@ def prepare_out(out: str, force: bool) -> str:
 
 def write_record(out: str, rec: LaunchRecord) -> None:
     safeio.write_text(os.path.join(out, "launch.json"),
-                      redact_output(textsafe.json_dumps(rec.to_json(), indent=2)) + "\n")
+                      pipeline.redact_document(textsafe.json_dumps(rec.to_json(), indent=2), "json") + "\n")
 
 
 # ---- planning ----------------------------------------------------------------------------------

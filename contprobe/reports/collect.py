@@ -409,7 +409,12 @@ def collect(paths: Iterable[str], workers: Optional[int] = None) -> Inputs:
         launch = launch_of[path]
         if kind == "error":
             inputs.problems.append(Problem(path, str(payload)))
-            inputs.unreadable.append((path, launch))
+            m = RANK_FILE.search(os.path.basename(path))
+            rec = inputs.launches.get(launch)
+            # An unreadable file counts as a lost rank only inside the launch's ranks: a planted
+            # junit-r09999-x.xml must not invent rank 9999 (it stays a named problem).
+            if rec is None or (m is not None and int(m.group(1)) < max(rec.expected_ranks, 1)):
+                inputs.unreadable.append((path, launch))
             continue
         rf = payload
         assert isinstance(rf, Rank)

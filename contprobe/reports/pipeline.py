@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import json
 import os
 import stat
 import sys
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, TextIO, Tuple
 
 from contprobe import safeio, textsafe
-from contprobe.inimage.redact import redact_output
+from contprobe.inimage.redact import redact_obj, redact_output
 from contprobe.model import Problem, Report
 from contprobe.site import Site
 from contprobe.suite import UsageError
@@ -125,18 +126,36 @@ def render(report: Report, site: Site, outputs: Outputs, title: str = "contprobe
     for p in report.problems:
         sys.stderr.write(textsafe.one_line(f"contprobe: incomplete: {p.path}: {p.message}") + "\n")
     if outs["json"]:
-        write(outs["json"], summary.to_json(summary.contract(report, site)))
+        write(outs["json"], summary.to_json(summary.contract(report, site)), "json")
     if outs["markdown"]:
-        write(outs["markdown"], summary.markdown(report, site, title))
+        write(outs["markdown"], summary.markdown(report, site, title), "markdown")
     if outs["html"]:
-        write(outs["html"], html.page(report, site, title))
+        write(outs["html"], html.page(report, site, title), "html")
     if outs["junit"]:
-        write(outs["junit"], junit_out.document(report, site))
+        write(outs["junit"], junit_out.document(report, site), "junit")
 
 
-def write(path: str, text: str) -> None:
+MARKUP_MASK = "&lt;redacted&gt;"   # what a secret becomes inside XML and HTML
+
+
+def redact_document(text: str, kind: str) -> str:
+    """The one redaction, done so that it cannot break the document: in XML and HTML the mask is
+    escaped; a JSON document that text-level masking would break (a value ending in an escape,
+    an image's `\nuser:pw@host:port`) is redacted as an object instead."""
+    if kind in ("html", "junit"):
+        return redact_output(text, mask=MARKUP_MASK)
+    out = redact_output(text)
+    if kind == "json" and out != text:
+        try:
+            json.loads(out)
+        except ValueError:
+            out = textsafe.json_dumps(redact_obj(json.loads(text)), indent=2) + "\n"
+    return out
+
+
+def write(path: str, text: str, kind: str = "text") -> None:
     """The output boundary: one redaction for every format, and no link followed where it goes."""
-    text = redact_output(text)
+    text = redact_document(text, kind)
     if path == "-":
         sys.stdout.write(text)
         sys.stdout.flush()

@@ -66,8 +66,12 @@ def redact_text_with_env(text: str, env: Mapping[str, str], mask: str = MASK) ->
 
     mask is what replaces a secret: in XML and HTML it must be the escaped form (&lt;redacted&gt;),
     or the mask itself would break the document."""
+    return _redact_with(text, secret_values(env), mask)
+
+
+def _redact_with(text: str, values: list, mask: str = MASK) -> str:
     text = redact_assignments(redact_text(text, mask), mask)
-    for v in secret_values(env):
+    for v in values:
         if v in text:
             text = text.replace(v, mask)
     return text
@@ -81,12 +85,16 @@ def redact_output(text: str, env: Optional[Mapping[str, str]] = None, mask: str 
 def redact_obj(obj: Any, env: Optional[Mapping[str, str]] = None) -> Any:
     """Deep-redact a JSON-like object: secret-looking keys, URL credentials, NAME=secret pairs,
     and any literal value of a secret variable of env (default: this process's environment)."""
-    env = os.environ if env is None else env
+    # The secret values are looked up once, not once per string (25,000 strings in a big report).
+    return _redact_obj(obj, secret_values(os.environ if env is None else env))
+
+
+def _redact_obj(obj: Any, values: list) -> Any:
     if isinstance(obj, dict):
         return {k: (MASK if isinstance(k, str) and is_secret_name(k) and isinstance(v, str)
-                    else redact_obj(v, env)) for k, v in obj.items()}
+                    else _redact_obj(v, values)) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [redact_obj(v, env) for v in obj]
+        return [_redact_obj(v, values) for v in obj]
     if isinstance(obj, str):
-        return redact_text_with_env(obj, env)
+        return _redact_with(obj, values)
     return obj

@@ -124,7 +124,7 @@ def test_signal_mid_launch_writes_the_partial_report_and_leaves_nothing(sig):
         watch.stop()
     assert p.returncode == 128 + sig, (p.returncode, stderr[-3000:])
     assert "Traceback" not in stderr, stderr[-3000:]
-    assert took < 30, f"{took:.1f} s from {sig.name} to exit"
+    assert took < 60, f"{took:.1f} s from {sig.name} to exit: a hang"
     assert wait_until_gone(watch) == []
     # The partial report was written, and `contprobe report` reads the directory afterwards.
     doc = json.load(open(out / "run.json"))

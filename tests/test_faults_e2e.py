@@ -3,7 +3,7 @@
 - A dead rank: UCX's CMA transport refused between containers (UCX_POSIX_USE_PROC_LINK=n without
   UCX_TLS=^cma) aborts a rank in the 64 KiB allreduce; the launch must end within the grace period
   plus 15 s of that death (issue 9's bound), name `ucx-cma-eperm`, and leave no process behind.
-- contprobe itself stopped by SIGTERM (a walltime, an outer `timeout`) or SIGINT (Ctrl-C) in the
+- contprobe itself stopped by SIGTERM (a walltime, an outer `timeout`), SIGINT (Ctrl-C) or SIGHUP in the
   middle of a launch: it writes the partial report, exits 128+signal, and no process survives.
 Processes are watched from outside (tests/launchwatch.py), not through contprobe's own tracking.
 """
@@ -96,7 +96,7 @@ def test_dead_rank_ends_the_launch_within_grace_and_leaves_nothing():
     assert wait_until_gone(watch) == []
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_signal_mid_launch_writes_the_partial_report_and_leaves_nothing(sig):
     img = image("mpich.sif")
     # Long enough to be stopped in the middle: torch, horovod and five message sizes on 2 ranks.

@@ -288,6 +288,21 @@ def test_any_history(tmp_path_factory, docs):
     assert rc in (0, 1)   # a bad history file is a warning, never a crash nor a lost night
 
 
+@SETTINGS
+@given(t=st.lists(text, max_size=6).map(" ".join))
+def test_redaction_is_idempotent_and_keeps_json_strict(t):
+    """Documents are redacted where they are made and again at the output boundary: the second
+    pass must change nothing, and neither may break a JSON string."""
+    from contprobe.inimage.redact import redact_output
+    with host_secret():
+        once = redact_output(t)
+        assert redact_output(once) == once
+        assert SECRET not in once
+        doc = pipeline.redact_document(json.dumps({"m": t}), "json")
+        strict_json(doc)
+        assert SECRET not in doc
+
+
 # ---- adversarial trees through `contprobe report` as a child process -------------------------------
 REPORT_TIMEOUT_S = 120        # a bound on a hang, not a speed assertion (speed: ci/bench/bench_reliability.py)
 MEMORY_LIMIT = 3 << 30        # address space of the report process

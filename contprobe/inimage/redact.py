@@ -23,10 +23,12 @@ BARE_CREDENTIALS = re.compile(r"(?<![\w/@.:-])(?P<user>[\w.~%+-]+):(?P<pw>[^\s/@
 BEARER = re.compile(r"(?i)\b(?P<kind>bearer|basic|token)(?P<sp>\s+)[A-Za-z0-9._~+/=-]{6,}")
 # The value ends at a line end, or where markup or a JSON string would (a mask must not swallow the
 # rest of an XML document written on one line).
-AUTH_HEADER = re.compile(r"(?i)(?P<head>\b(?:proxy-)?authorization\s*[:=]\s*)(?P<value>[^\n\r\"'<>\\]+)")
+AUTH_HEADER = re.compile(r"(?i)(?P<head>\b(?:proxy-)?authorization\s*[:=]\s*)(?P<value><redacted>|[^\s\"'<>\\][^\n\r\"'<>\\]*)")
 # A backslash escape (JSON's \", a shell's \ ) is one unit of a value: a mask never splits one; a value
-# ends before markup (`TOKEN=</failure>` in XML must not swallow the tags).
-ASSIGNMENT = re.compile(r"(?P<name>\b[A-Za-z_][A-Za-z0-9_]*)=(?P<value>'[^']*'|\"[^\"]*\"|(?:\\.|[^\s\"',}\]\\<>])*)")
+# ends before markup (`TOKEN=</failure>` in XML must not swallow the tags); an earlier mask is one value
+# (redacting twice changes nothing).
+ASSIGNMENT = re.compile(r"(?P<name>\b[A-Za-z_][A-Za-z0-9_]*)=(?P<value>'[^']*'|\"[^\"]*\"|<redacted>|"
+                        r"(?:\\.|[^\s\"',}\]\\<>])*)")
 MIN_LITERAL = 6          # shorter literal values (a "1", "yes") are not searched for in free text
 
 

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import time
 import uuid
@@ -110,7 +111,8 @@ def hostile_run():
         ["run", str(img), "--expect-env", "HF_TOKEN", "-m", "env or binds", "--out", str(out),
          "--json", str(d / "r.json"), "--markdown", str(d / "r.md"), "--html", str(d / "r.html"),
          "--junit", str(d / "r.xml")], {"HF_TOKEN": secret}, cwd=str(d))
-    return dict(d=d, out=out, rc=rc, stdout=so, stderr=se, watch=watch, took=took, secret=secret)
+    yield dict(d=d, out=out, rc=rc, stdout=so, stderr=se, watch=watch, took=took, secret=secret)
+    shutil.rmtree(d, ignore_errors=True)      # the image left a 200 MB file there
 
 
 def test_run_stays_correct_and_leaks_nothing(hostile_run):
@@ -178,3 +180,4 @@ def test_cleanenv_reruns_never_carry_a_secret_on_argv():
     for f in host_written_files(d / "run"):
         assert secret not in f.read_text(errors="replace"), f
     assert wait_until_gone(watch) == []
+    shutil.rmtree(d, ignore_errors=True)

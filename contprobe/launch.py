@@ -109,6 +109,8 @@ def _proc_table() -> List[Tuple[int, int, int]]:
                 stat = fh.read()
             # pid (comm) state ppid pgrp session ...: comm may hold spaces and parentheses.
             fields = stat[stat.rindex(b")") + 2:].split()
+            if fields[0] == b"Z":
+                continue   # dead, only not reaped yet (the launcher until we wait for it): nothing to kill
             out.append((int(name), int(fields[1]), int(fields[3])))
         except (OSError, ValueError, IndexError):
             continue

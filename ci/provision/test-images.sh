@@ -8,9 +8,10 @@
 #   mpich.sif     base + Debian MPICH + mpi4py built from source with mpicc.mpich
 #                 (+ torch/horovod copied from $CONTPROBE_VENV when that venv has them)
 #   openmpi.sif   base + Debian python3-mpi4py (Open MPI): "every rank is rank 0" under MPICH's mpiexec
+#   hostile.sif   base + a payload that plants links, FIFOs, forgeries, escapes and huge texts in its results
 #
 # Usage: bash ci/provision/test-images.sh [IMAGE...]      (as root, after ci/provision/apptainer.sh)
-#        IMAGE: rootfs base nopytest mpich openmpi (default: all)
+#        IMAGE: rootfs base nopytest mpich openmpi hostile (default: all)
 # Env:   CONTPROBE_IMAGES  cache dir (default /var/tmp/contprobe-images)
 #        CONTPROBE_VENV    venv with torch + horovod to copy into mpich.sif (default /opt/contprobe/venv)
 #        CONTPROBE_APT_MIRROR  Debian mirror (default: the one in this machine's apt sources)
@@ -261,6 +262,18 @@ recipe_openmpi() {
     rm -rf "$d"
 }
 
+# hostile: base + a payload every Python start loads (.pth) that, when the probes end, plants in the
+# results directory what issue 9 lists (tests/test_hostile_e2e.py). Files only: no chroot needed.
+HOSTILE_SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/hostile"
+recipe_hostile() {
+    local d; d=$(copy_rootfs hostile)
+    local dst="$d/usr/local/lib/python3.11/dist-packages"
+    mkdir -p "$dst"
+    install -m 644 "$HOSTILE_SRC/contprobe_hostile.py" "$HOSTILE_SRC/contprobe_hostile.pth" "$dst/"
+    build_sif "$d" hostile.sif
+    rm -rf "$d"
+}
+
 # ---------- driver --------------------------------------------------------------------------------
 
 mkdir -p "$CACHE"
@@ -275,6 +288,8 @@ H_NOPYTEST=$(recipe_hash "recipe_nopytest $HELPERS" "$H_ROOTFS" "$SQUASH_ARGS")
 H_MPICH=$(recipe_hash "recipe_mpich venv_items $HELPERS" "$H_ROOTFS" "$SQUASH_ARGS" "$MPI4PY_VERSION" "$MPI4PY_CFLAGS" \
           "$(venv_items | tr '\n' ' ')")
 H_OPENMPI=$(recipe_hash "recipe_openmpi $HELPERS" "$H_ROOTFS" "$SQUASH_ARGS")
+H_HOSTILE=$(recipe_hash "recipe_hostile $HELPERS" "$H_ROOTFS" "$SQUASH_ARGS" \
+            "$(cat "$HOSTILE_SRC/contprobe_hostile.py" "$HOSTILE_SRC/contprobe_hostile.pth" | sha)")
 
 step() {  # NAME(file in cache) RECIPE HASH
     local name=$1 fn=$2 h=$3 t0
@@ -294,9 +309,9 @@ step() {  # NAME(file in cache) RECIPE HASH
 }
 
 WANT=("$@")
-[ ${#WANT[@]} -gt 0 ] || WANT=(rootfs base nopytest mpich openmpi)
+[ ${#WANT[@]} -gt 0 ] || WANT=(rootfs base nopytest mpich openmpi hostile)
 for w in "${WANT[@]}"; do
-    case $w in rootfs|base|nopytest|mpich|openmpi) ;; *) die "unknown image '$w'";; esac
+    case $w in rootfs|base|nopytest|mpich|openmpi|hostile) ;; *) die "unknown image '$w'";; esac
 done
 want() { local w; for w in "${WANT[@]}"; do [ "$w" = "$1" ] && return 0; done; return 1; }
 
@@ -306,6 +321,7 @@ want base     && step base.sif     recipe_base     "$H_BASE"
 want nopytest && step nopytest.sif recipe_nopytest "$H_NOPYTEST"
 want mpich    && step mpich.sif    recipe_mpich    "$H_MPICH"
 want openmpi  && step openmpi.sif  recipe_openmpi  "$H_OPENMPI"
+want hostile  && step hostile.sif  recipe_hostile  "$H_HOSTILE"
 rm -rf "$WORK"
 
 log "images in $CACHE (total $(( $(date +%s) - T_ALL ))s):"

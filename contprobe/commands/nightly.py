@@ -94,8 +94,11 @@ def night_dir(root: str, night: str) -> str:
 def run(req: NightlyRequest) -> int:
     imgs = images_in(req.image_dir)
     night = req.night or time.strftime("%Y-%m-%d", time.gmtime())
-    os.makedirs(req.out_root, exist_ok=True)
-    root = night_dir(req.out_root, night)
+    try:
+        os.makedirs(req.out_root, exist_ok=True)
+        root = night_dir(req.out_root, night)
+    except OSError as exc:   # under a file, unwritable: one line before anything runs
+        raise UsageError(f"--out-root {req.out_root}: {exc.strerror or exc}") from None
     os.makedirs(os.path.join(root, "results"))
     alloc = schedulers.current(preferred=req.site.scheduler)
     hosts = alloc.hosts if alloc else []

@@ -20,7 +20,6 @@ from contprobe import harness, image as images, launchers, pycache, runtimes, sa
 from contprobe.checks import HostOptions, run_all
 from contprobe.commands import args as cargs
 from contprobe.inimage import catalog
-from contprobe.inimage.redact import redact_output
 from contprobe.launch import LaunchResult, Plan, execute
 from contprobe.model import Case, LaunchRecord, LostRank
 from contprobe.reports import pipeline
@@ -97,7 +96,10 @@ def prepare_out(out: str, force: bool) -> str:
     out = os.path.abspath(out)
     if os.path.islink(out) or (os.path.exists(out) and not os.path.isdir(out)):
         raise UsageError(f"--out {out}: not a directory")
-    empty = safeio.is_empty_dir(out)
+    try:
+        empty = safeio.is_empty_dir(out)
+    except OSError as exc:   # e.g. a parent this user cannot enter
+        raise UsageError(f"--out {out}: {exc.strerror or exc}") from None
     if empty is False:
         if not force:
             raise UsageError(f"--out {out} is not empty: give a new directory, or --force to replace its contents")
@@ -122,7 +124,7 @@ def prepare_out(out: str, force: bool) -> str:
 
 def write_record(out: str, rec: LaunchRecord) -> None:
     safeio.write_text(os.path.join(out, "launch.json"),
-                      redact_output(textsafe.json_dumps(rec.to_json(), indent=2)) + "\n")
+                      pipeline.redact_document(textsafe.json_dumps(rec.to_json(), indent=2), "json") + "\n")
 
 
 # ---- planning ----------------------------------------------------------------------------------

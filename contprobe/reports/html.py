@@ -20,7 +20,7 @@ from contprobe.site import Site
 ALL_HOSTS_MAX = 64        # show every node up to this many; beyond, only nodes that stand out
 OUTLIER_ROWS_MAX = 200
 LOST_SHOWN = 200
-MARK = {"passed": "✓", "failed": "✗", "error": "!", "lost": "∅", "skipped": "–", "": ""}
+MARK = {"passed": "✓", "failed": "✗", "error": "!", "lost": "∅", "skipped": "–", "warning": "⚠", "": ""}
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:1.5em;color:#1d1d1f;max-width:110em}

@@ -38,6 +38,15 @@ chmod -R a+rX "$VENV"
 step "test images"
 CONTPROBE_VENV=$VENV bash ci/provision/test-images.sh
 
+# issue 12: the registry tests' packages (the tests start and stop the registry themselves) and the
+# Python-range images (bullseye 3.9, trixie 3.13, each with and without pytest); both idempotent,
+# the images are cached beside the others (fresh ~2.5 min, re-run ~2 s)
+step "registry packages (docker-registry, skopeo, squid)"
+bash ci/provision/registry-packages.sh
+step "Python-range images (py39, py313)"
+t_py=$(date +%s)
+bash ci/provision/py-range-images.sh
+echo "[setup] Python-range images took $(( $(date +%s) - t_py ))s"
 
 step "mpi4py's PyPI binary wheel (the test that names its libmpi.so.12 failure)"
 mkdir -p /var/cache/contprobe/binary-wheels

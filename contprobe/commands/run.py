@@ -177,7 +177,7 @@ def make_plan(req: RunRequest, out: str, host: List[Case]) -> Optional[Plan]:
         extra=site.launcher_args if own else ())
     gpus = site.gpus_per_node if (req.nv and req.ranks > 1 and req.gpu_bind == "auto") else 0
     return Plan(rt=rt, image=img, python=req.python, binds=req.binds, env=req.env, nv=req.nv,
-                cleanenv=req.cleanenv, exp=req.exp, harness_dir=os.path.join(out, ".harness"),
+                cleanenv=req.cleanenv, exp=req.exp, harness_dir=harness.harness_dir_for(out),
                 results_dir=os.path.join(out, "ranks"), ranks=req.ranks, launcher=launcher,
                 launch_req=req_l, gpus_per_node=gpus, gpu_order=site.gpu_order,
                 grace_s=req.grace or site.grace_s)

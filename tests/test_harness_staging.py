@@ -81,13 +81,27 @@ def test_an_empty_directory_is_staged_into(tmp_path: Path):
     assert harness.staged_key(str(tmp_path / "h")) == harness.content_key()
 
 
-def test_a_run_uses_the_shared_harness_when_given(monkeypatch, tmp_path: Path):
+def test_where_a_launch_finds_its_harness(monkeypatch, tmp_path: Path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    out.mkdir()
     monkeypatch.delenv(harness.SHARED_VAR, raising=False)
-    assert harness.harness_dir_for("/r/out") == "/r/out/.harness"
-    monkeypatch.setenv(harness.SHARED_VAR, "/night/.harness")
-    assert harness.harness_dir_for("/r/out") == "/night/.harness"
-    monkeypatch.setenv(harness.SHARED_VAR, "relative/.harness")   # only an absolute path is taken
-    assert harness.harness_dir_for("/r/out") == "/r/out/.harness"
+    # the operator's copy of these contents, shared by every run; a second run copies nothing
+    first = harness.prepare(str(out), str(cache))
+    assert first == str(cache / "harness" / harness.content_key()[:24])
+    assert harness.prepare(str(tmp_path / "other"), str(cache)) == first
+    assert stat.S_IMODE(os.stat(cache / "harness").st_mode) == 0o700
+    # a nightly's, when it names one (only an absolute path)
+    monkeypatch.setenv(harness.SHARED_VAR, str(tmp_path / "night" / ".harness"))
+    (tmp_path / "night").mkdir()
+    assert harness.prepare(str(out), str(cache)) == str(tmp_path / "night" / ".harness")
+    monkeypatch.setenv(harness.SHARED_VAR, "relative/.harness")
+    assert harness.prepare(str(out), str(cache)) == first
+    # the results directory's own, when the cache cannot be written
+    monkeypatch.delenv(harness.SHARED_VAR)
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache should be")
+    assert harness.prepare(str(out), str(blocked)) == str(out / ".harness")
+    assert harness.staged_key(str(out / ".harness")) == harness.content_key()
 
 
 @pytest.mark.slow

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """What the harness brings into each container, what staging it costs, and what the bytecode cache saves.
 
-    python ci/bench/bench_staging.py [--before REV] [--image base.sif] [-n 5] [--images 8]
+    python ci/bench/bench_staging.py [--before REV] [--after DIR] [--image base.sif] [-n 5] [--images 8]
 
-Measures, for this tree and for the tree at REV (default: the commit before harness sharing):
+Measures, for this tree (or the tree in DIR) and for the tree at REV (default: the commit before
+harness sharing):
   1. the staged harness: bytes and files (the in-image package, the unpacked pytest wheels);
   2. `harness.stage()` into a fresh directory (what every `contprobe run` paid per results directory)
      and into a directory already staged with the same contents (what a nightly's second image pays);
@@ -94,7 +95,8 @@ def run_times(src: str, image: str, n: int) -> list:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--before", default=BEFORE)
+    ap.add_argument("--before", default=BEFORE, help="git revision to compare with")
+    ap.add_argument("--after", default=ROOT, help="source tree measured as 'after' (default: this one)")
     ap.add_argument("--image", default=os.path.join(IMAGES, "base.sif"))
     ap.add_argument("-n", type=int, default=5)
     ap.add_argument("--images", type=int, default=8, help="images in the modelled nightly")
@@ -102,7 +104,7 @@ def main() -> int:
     old = tree_at(a.before)
     summary = {"load_start": os.getloadavg()[0]}
     try:
-        for label, src in (("before", old), ("after", ROOT)):
+        for label, src in (("before", old), ("after", os.path.abspath(a.after))):
             st = stage_figures(src, a.n)
             cold, warm = statistics.median(st["cold"]), statistics.median(st["warm"])
             # before: every run stages its own; after: the night stages once, each run checks the key

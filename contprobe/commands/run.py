@@ -177,7 +177,7 @@ def make_plan(req: RunRequest, out: str, host: List[Case]) -> Optional[Plan]:
         extra=site.launcher_args if own else ())
     gpus = site.gpus_per_node if (req.nv and req.ranks > 1 and req.gpu_bind == "auto") else 0
     return Plan(rt=rt, image=img, python=req.python, binds=req.binds, env=req.env, nv=req.nv,
-                cleanenv=req.cleanenv, exp=req.exp, harness_dir=harness.harness_dir_for(out),
+                cleanenv=req.cleanenv, exp=req.exp, harness_dir=os.path.join(out, ".harness"),
                 results_dir=os.path.join(out, "ranks"), ranks=req.ranks, launcher=launcher,
                 launch_req=req_l, gpus_per_node=gpus, gpu_order=site.gpu_order,
                 grace_s=req.grace or site.grace_s)
@@ -235,7 +235,7 @@ def run(req: RunRequest) -> int:
     digest: Dict[str, str] = {}
     hasher = threading.Thread(target=lambda: digest.setdefault("d", plan.image.digest(user_cache())), daemon=True)
     hasher.start()  # hashing a multi-GB SIF overlaps with the launch instead of adding to it
-    harness.stage(plan.harness_dir)
+    plan.harness_dir = harness.prepare(out, user_cache())
     os.makedirs(plan.results_dir, mode=0o700)
     argv, env = plan.argv()
     rec.argv, rec.command = argv, run_argv_quoted(argv, env)

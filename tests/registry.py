@@ -66,17 +66,24 @@ def script(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 def daemon_pids() -> List[int]:
-    """Pids the script recorded whose process still exists."""
+    """Pids the script recorded (it removes the files when it stops them)."""
     pids = []
     for name in DAEMONS:
         try:
             with open(os.path.join(STATE, f"{name}.pid")) as fh:
-                pid = int(fh.read().strip())
+                pids.append(int(fh.read().strip()))
         except (OSError, ValueError):
             continue
-        if os.path.exists(f"/proc/{pid}"):
-            pids.append(pid)
     return pids
+
+
+def running(pid: int) -> bool:
+    """The process exists and has not exited (a zombie waiting for init to reap it has)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 def skip_reason() -> str:
@@ -98,8 +105,10 @@ def registry() -> Iterator[Registry]:
     if why:
         pytest.skip(why)
     up = script("up")
+    started = daemon_pids()
     try:
         assert up.returncode == 0, f"registry.sh up failed:\n{up.stderr[-3000:]}"
+        assert len(started) == len(DAEMONS) and all(map(running, started)), started
         env = script("env")
         assert env.returncode == 0, env.stderr
         values = dict(line.split("=", 1) for line in env.stdout.splitlines() if "=" in line)
@@ -107,5 +116,5 @@ def registry() -> Iterator[Registry]:
         yield Registry(values)
     finally:
         down = script("down")
-        left = daemon_pids()
+        left = [pid for pid in started if running(pid)]
         assert down.returncode == 0 and not left, f"registry.sh down left {left}:\n{down.stderr[-2000:]}"

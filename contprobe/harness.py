@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
 import stat
 import time
 import zipfile
@@ -106,7 +107,7 @@ def stage(harness_dir: str, key: Optional[str] = None) -> str:
     key = key or content_key()
     if staged_key(harness_dir) == key:
         return harness_dir
-    tmp = f"{harness_dir}.tmp-{os.getpid()}"
+    tmp = f"{harness_dir}.tmp-{socket.gethostname()}-{os.getpid()}"   # nodes may share the file system
     if os.path.lexists(tmp):
         _remove(tmp)
     _copy_into(tmp, key)
@@ -138,15 +139,15 @@ def prepare(out: str, cache_root: Optional[str]) -> str:
     """
     key = content_key()
     shared = os.environ.get(SHARED_VAR, "")
-    if shared and os.path.isabs(shared):
-        return stage(shared, key)
+    places = [shared] if shared and os.path.isabs(shared) else []
     if cache_root:
+        places.append(os.path.join(cache_root, "harness", key[:24]))
+    for place in places:
         try:
-            root = os.path.join(cache_root, "harness")
-            os.makedirs(root, mode=0o700, exist_ok=True)
-            return stage(os.path.join(root, key[:24]), key)
+            os.makedirs(os.path.dirname(place), mode=0o700, exist_ok=True)
+            return stage(place, key)
         except OSError:
-            pass
+            continue    # not ours, not writable, full: the next place
     return stage(os.path.join(out, ".harness"), key)
 
 

@@ -96,6 +96,9 @@ def test_where_a_launch_finds_its_harness(monkeypatch, tmp_path: Path):
     assert harness.prepare(str(out), str(cache)) == str(tmp_path / "night" / ".harness")
     monkeypatch.setenv(harness.SHARED_VAR, "relative/.harness")
     assert harness.prepare(str(out), str(cache)) == first
+    os.symlink(tmp_path / "night", tmp_path / "link")          # one it must not stage through
+    monkeypatch.setenv(harness.SHARED_VAR, str(tmp_path / "link" / ".." / "link"))
+    assert harness.prepare(str(out), str(cache)) == first
     # the results directory's own, when the cache cannot be written
     monkeypatch.delenv(harness.SHARED_VAR)
     blocked = tmp_path / "blocked"

@@ -29,6 +29,7 @@ INIMAGE = f"{MOUNT}/contprobe/inimage"
 PROBES = f"{INIMAGE}/probes"
 SHARED_VAR = "CONTPROBE_HARNESS_DIR"  # a harness staged once for several results directories (nightly)
 KEY_FILE = ".contprobe-harness-key"
+KEEP = 4                              # staged versions kept in the operator's cache (1.7 MB each)
 IGNORE = ("__pycache__", "*.pyc", "wheels")
 
 
@@ -145,10 +146,29 @@ def prepare(out: str, cache_root: Optional[str]) -> str:
     for place in places:
         try:
             os.makedirs(os.path.dirname(place), mode=0o700, exist_ok=True)
-            return stage(place, key)
+            stage(place, key)
         except OSError:
             continue    # not ours, not writable, full: the next place
+        if place != shared:
+            _prune(os.path.dirname(place), place)
+        return place
     return stage(os.path.join(out, ".harness"), key)
+
+
+def _prune(root: str, current: str) -> None:
+    """Mark `current` used and keep only the KEEP most recently used harnesses of the cache: one
+    per contprobe version would otherwise pile up in the operator's home."""
+    try:
+        os.utime(current)
+        entries = []
+        for name in os.listdir(root):
+            p = os.path.join(root, name)
+            if p != current and staged_key(p) is not None:
+                entries.append((os.lstat(p).st_mtime, p))
+        for _, p in sorted(entries, reverse=True)[KEEP - 1:]:
+            _remove(p)
+    except OSError:
+        pass    # pruning is housekeeping: never the reason a run fails
 
 
 def node_id(probe: str) -> str:

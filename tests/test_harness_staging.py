@@ -107,6 +107,22 @@ def test_where_a_launch_finds_its_harness(monkeypatch, tmp_path: Path):
     assert harness.staged_key(str(out / ".harness")) == harness.content_key()
 
 
+def test_the_cache_keeps_the_latest_harnesses(monkeypatch, tmp_path: Path):
+    monkeypatch.delenv(harness.SHARED_VAR, raising=False)
+    root = tmp_path / "cache" / "harness"
+    old = []
+    for i in range(harness.KEEP + 2):      # older versions' harnesses, oldest first
+        d = harness.stage(str(root / f"old{i}"))
+        os.utime(d, (1000 + i, 1000 + i))
+        old.append(d)
+    (root / "stray").mkdir()                 # not a harness: never touched
+    current = harness.prepare(str(tmp_path / "out"), str(tmp_path / "cache"))
+    kept = sorted(os.listdir(root))
+    assert os.path.basename(current) in kept and "stray" in kept
+    assert [os.path.basename(d) for d in old if os.path.basename(d) in kept] == \
+        [os.path.basename(d) for d in old[-(harness.KEEP - 1):]]
+
+
 @pytest.mark.slow
 def test_a_nightly_stages_one_harness_for_all_its_images():
     base, nopytest = image("base.sif"), image("nopytest.sif")

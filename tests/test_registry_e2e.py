@@ -136,6 +136,9 @@ FAILURES = [
      "registry-proxy-forbidden", "no_proxy=REGISTRY_HOST"),
     # TLS completes, then the registry says nothing: neither apptainer nor Go ever time out
     ("stalled", "docker://{stalled}/base:1", {"SSL_CERT_FILE": "{bundle}"}, 15, "pull-stalled", "curl -sSI"),
+    # TCP accepted, TLS never answered: oras:// has no handshake timeout at all
+    ("stalled-oras", "oras://{stalled_tcp}/base-sif:1", {"SSL_CERT_FILE": "{bundle}"}, 15, "pull-stalled",
+     "curl -sSI"),
 ]
 
 
@@ -146,7 +149,8 @@ def test_registry_failure_is_named_with_its_fix(registry: Registry, work: str, c
     values = {"host": registry.host, "alias": registry.alias, "bundle": registry["CONTPROBE_REGISTRY_BUNDLE"],
               "proxy": registry["CONTPROBE_REFUSING_PROXY"],
               "down": registry["CONTPROBE_DOWN_REGISTRY"].replace("127.0.0.1", "localhost"),
-              "stalled": registry["CONTPROBE_STALLED_TLS_REGISTRY"].replace("127.0.0.1", "localhost")}
+              "stalled": registry["CONTPROBE_STALLED_TLS_REGISTRY"].replace("127.0.0.1", "localhost"),
+              "stalled_tcp": registry["CONTPROBE_STALLED_REGISTRY"].replace("127.0.0.1", "localhost")}
     ref = ref.format(**values)
     env = user_env(work, **{k: v.format(**values) for k, v in extra.items()})
     args = ["--timeout", str(timeout)] if timeout else []
@@ -167,6 +171,17 @@ def test_registry_failure_is_named_with_its_fix(registry: Registry, work: str, c
         # the stalled pull ended at its --timeout (plus host checks and the kill), not at a tool's own
         assert took < timeout + 60, f"stalled conversion took {took:.0f} s with --timeout {timeout}"
         assert "timeout" in row["message"]
+
+
+def test_the_proxy_fix_lets_the_pull_through(registry: Registry, work: str):
+    """The fix the proxy gotcha names, applied: the same pull, same refusing proxy, with no_proxy."""
+    host = registry.alias.split(":")[0]
+    env = user_env(work, SSL_CERT_FILE=registry["CONTPROBE_REGISTRY_BUNDLE"],
+                   https_proxy=registry["CONTPROBE_REFUSING_PROXY"], no_proxy=host)
+    res = contprobe_run(f"oras://{registry.alias}/base-sif:1", work, "no-proxy", env)
+    assert res.rc == 0, res
+    assert result_of(report(work, "no-proxy"), "env.user_site")["outcome"] == "passed"
+    assert record(work, "no-proxy")["image_digest"] == registry["CONTPROBE_REGISTRY_BASE_SIF_DIGEST"]
 
 
 def test_build_check_on_a_docker_base(registry: Registry, work: str):

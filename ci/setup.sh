@@ -40,7 +40,7 @@ CONTPROBE_VENV=$VENV bash ci/provision/test-images.sh
 
 # issue 12: the registry tests' packages (the tests start and stop the registry themselves) and the
 # Python-range images (bullseye 3.9, trixie 3.13, each with and without pytest); both idempotent,
-# the images are cached beside the others (fresh ~2.5 min, re-run ~2 s)
+# the images are cached beside the others (fresh 145-360 s with the machine loaded, re-run 2-3.4 s)
 step "registry packages (docker-registry, skopeo, squid)"
 bash ci/provision/registry-packages.sh
 step "Python-range images (py39, py313)"

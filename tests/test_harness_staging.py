@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import zipfile
 from pathlib import Path
@@ -124,9 +125,10 @@ def test_the_cache_keeps_the_latest_harnesses(monkeypatch, tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_a_nightly_stages_one_harness_for_all_its_images():
+def test_a_nightly_stages_one_harness_for_all_its_images(request):
     base, nopytest = image("base.sif"), image("nopytest.sif")
     work = user_dir("contprobe-night-")
+    request.addfinalizer(lambda: shutil.rmtree(work, ignore_errors=True))
     imgs = os.path.join(work, "images")
     os.mkdir(imgs)
     for img in (base, nopytest):

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from typing import Dict, List
+from typing import Dict, Iterator, List
 
 import pytest
 
@@ -38,9 +39,15 @@ FAILED = {"binds.expected[{data}]": "bind-missing", "env.expected[FOO_SETTING]":
           "gpu.ecc": "nv-flag-missing"}
 
 
-def run(name: str, *extra: str, work: str = "", **env: str) -> Dict:
+@pytest.fixture
+def work() -> Iterator[str]:
+    d = user_dir("contprobe-pyrange-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def run(name: str, work: str, *extra: str, **env: str) -> Dict:
     path = str(image(name))
-    work = work or user_dir("contprobe-pyrange-")
     out = os.path.join(work, "out")
     res = run_as_user(["run", path, "--out", out, "--json", f"{out}.json", "--cache-dir", work, *extra],
                       env={"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8",
@@ -66,9 +73,9 @@ def skip_gotcha(probe: str) -> str:
 
 
 @pytest.mark.parametrize("name", sorted(IMAGES))
-def test_whole_suite_passes_or_skips_with_its_gotchas(name: str):
+def test_whole_suite_passes_or_skips_with_its_gotchas(name: str, work: str):
     version, source = IMAGES[name]
-    doc = run(name)
+    doc = run(name, work)
     ctx = doc["context"]
     assert ctx["python"].startswith(version + "."), ctx
     assert ctx["pytest_source"] == source, ctx
@@ -85,14 +92,13 @@ def test_whole_suite_passes_or_skips_with_its_gotchas(name: str):
 
 
 @pytest.mark.parametrize("name", ["py39-nopytest.sif", "py313.sif"])
-def test_failures_are_named_and_confirmed_by_a_rerun(name: str, request):
-    work = user_dir("contprobe-pyrange-")
+def test_failures_are_named_and_confirmed_by_a_rerun(name: str, work: str, request):
     # not under /tmp, /var/tmp or a home: Apptainer binds those by default
     data = tempfile.mkdtemp(prefix="contprobe-pyrange-", dir="/srv" if os.access("/srv", os.W_OK) else None)
     os.chmod(data, 0o755)
     request.addfinalizer(lambda: os.rmdir(data))
-    doc = run(name, "--cleanenv", "--expect-bind", data, "--expect-env", "FOO_SETTING",
-              "--expect-gpus", "1", "--expect-proxy", work=work, FOO_SETTING="on")
+    doc = run(name, work, "--cleanenv", "--expect-bind", data, "--expect-env", "FOO_SETTING",
+              "--expect-gpus", "1", "--expect-proxy", FOO_SETTING="on")
     assert doc["_rc"] == 1
     got = {r["probe"]: r for r in in_image(doc)}
     for probe, gotcha in FAILED.items():

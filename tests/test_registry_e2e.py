@@ -8,10 +8,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 import pytest
 
@@ -70,9 +71,11 @@ def converted(work: str) -> List[Path]:
 
 
 @pytest.fixture
-def work() -> str:
+def work() -> Iterator[str]:
     image("base.sif")            # skips without apptainer or its user
-    return user_dir("contprobe-registry-")
+    d = user_dir("contprobe-registry-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)    # converted SIFs are 60 MB each
 
 
 @pytest.mark.parametrize("scheme,repo", [("docker", "base:1"), ("oras", "base-sif:1")])

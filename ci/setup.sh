@@ -43,9 +43,16 @@ CONTPROBE_VENV=$VENV bash ci/provision/test-images.sh
 step "rootless podman and Charliecloud for the unprivileged user (ci/provision/runtimes.sh)"
 bash ci/provision/runtimes.sh install
 
-
 step "ReFrame, the peer the benchmarks compare with"
 bash ci/provision/reframe.sh
+
+# The registry tests start and stop the registry themselves: only its packages here.
+step "registry packages (docker-registry, skopeo, squid)"
+bash ci/provision/registry-packages.sh
+
+# Debian bullseye (3.9) and trixie (3.13), each with and without pytest; cached beside the others
+step "Python-range images (py39, py313)"
+bash ci/provision/py-range-images.sh
 
 step "mpi4py's PyPI binary wheel (the test that names its libmpi.so.12 failure)"
 mkdir -p /var/cache/contprobe/binary-wheels

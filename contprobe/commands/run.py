@@ -238,7 +238,7 @@ def run(req: RunRequest) -> int:
     digest: Dict[str, str] = {}
     hasher = threading.Thread(target=lambda: digest.setdefault("d", plan.image.digest(user_cache())), daemon=True)
     hasher.start()  # hashing a multi-GB SIF overlaps with the launch instead of adding to it
-    harness.stage(plan.harness_dir)
+    plan.harness_dir = harness.prepare(out, user_cache())
     os.makedirs(plan.results_dir, mode=0o700)
     argv, env = plan.argv()
     rec.argv, rec.command = argv, run_argv_quoted(argv, env)

@@ -16,9 +16,11 @@ How a gotcha is decided (each rule is there because a guess is worse than "unkno
 * An `unless` pattern anywhere in the text vetoes the gotcha: it is the near-miss with another cause.
 * Specific beats broad: a gotcha found only through broad evidence is dropped when one of its evidence
   lines is a specific symptom line of another gotcha.
-* Root cause first: findings are ordered by their first evidence line, except that a gotcha listed in
-  another found gotcha's `explains` comes after it (and names it as `explained_by`): a missing fusermount
-  explains the image that does not open, whichever the log printed first.
+* Root cause first: specific findings before broad ones, then by first evidence line (a log prints the
+  cause before its consequences), then the longer match on a shared line (the more specific wording), then
+  catalog order; and a gotcha listed in another found gotcha's `explains` comes right after it (and names
+  it as `explained_by`): a driver that is not loaded explains the missing nvidia_uvm module, whichever
+  line the log printed first.
 
 Speed: every pattern needs at least one literal (NEEDED_LITERAL_MIN characters, case-folded) that any match
 contains. Only lines holding one of those literals (or an error-looking word) are looked at, and on such a
@@ -49,7 +51,7 @@ BLOCK = 1 << 20              # bytes read at a time by the stream scanner
 #  glog / c10 logging (PyTorch): "I1129 08:20:30.123 1234 file.cpp:12] ...";
 #  Python logging's default format: "INFO:name:message".
 INFO_LINE = re.compile(
-    r"\bNCCL INFO\b"
+    r"\[\d+\] NCCL INFO\b"
     r"|^\s*(?:INFO|VERBOSE|DEBUG)\s*(?::|\[U=)"
     r"|\bUCX\s+(?:INFO|DIAG|DEBUG|TRACE\w*|REQ|DATA|ASYNC|FUNC|POLL)\b"
     r"|^\s*\[?I\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+:\d+\]")
@@ -80,6 +82,8 @@ class Finding:
     gotcha: str
     evidence: List[Evidence]
     explained_by: str = ""
+    broad: bool = False       # found through a broad symptom and its context, not a specific one
+    span: int = 0             # length of the longest specific match on the first line (ties)
 
     @property
     def first_line(self) -> int:
@@ -191,6 +195,7 @@ class Scanner:
         self._lits = rules.literals
         self.hits: Dict[str, Dict[str, List[Evidence]]] = {}
         self.specific_lines: Set[int] = set()
+        self.spans: Dict[str, int] = {}          # gotcha -> longest specific match on its first line
         self.vetoed: Set[str] = set()
         self.errors: List[Evidence] = []
         self.lines = 0
@@ -210,20 +215,23 @@ class Scanner:
                 if id(rule) in seen:
                     continue
                 seen.add(id(rule))
-                if rule.regex.search(line):
+                m = rule.regex.search(line)
+                if m:
                     matched = True
-                    self._hit(rule, lineno, line)
+                    self._hit(rule, lineno, line, m.end() - m.start())
         if not matched and len(self.errors) < UNRECOGNISED_MAX * 4 and ERROR_LOOKING.search(line):
             self.errors.append(Evidence(lineno, line.strip()[:LINE_MAX]))
 
-    def _hit(self, rule: _Rule, lineno: int, line: str) -> None:
+    def _hit(self, rule: _Rule, lineno: int, line: str, span: int) -> None:
         if rule.kind == "unless":
             self.vetoed.add(rule.gotcha)
             return
-        if rule.kind == "symptom":
-            self.specific_lines.add(lineno)
         kinds = self.hits.setdefault(rule.gotcha, {})
         ev = kinds.setdefault(rule.kind, [])
+        if rule.kind == "symptom":
+            self.specific_lines.add(lineno)
+            if not ev or ev[0].line == lineno:
+                self.spans[rule.gotcha] = max(self.spans.get(rule.gotcha, 0), span)
         cap = 1 if rule.kind == "context" else EVIDENCE_PER_GOTCHA
         if len(ev) < cap and not any(e.line == lineno for e in ev):
             ev.append(Evidence(lineno, line.strip()[:LINE_MAX], rule.kind))
@@ -235,9 +243,9 @@ class Scanner:
             if gid in self.vetoed:
                 continue
             if kinds.get("symptom"):
-                found[gid] = Finding(gid, list(kinds["symptom"]))
+                found[gid] = Finding(gid, list(kinds["symptom"]), span=self.spans.get(gid, 0))
             elif kinds.get("broad") and kinds.get("context"):
-                found[gid] = Finding(gid, kinds["broad"] + kinds["context"])
+                found[gid] = Finding(gid, kinds["broad"] + kinds["context"], broad=True)
                 broad_only.add(gid)
         # Specific beats broad: a broad finding resting on another gotcha's specific line is that gotcha's.
         for gid in broad_only:
@@ -254,8 +262,14 @@ class Scanner:
 
 
 def _root_cause_first(found: Dict[str, Finding], rules: RuleSet) -> List[Finding]:
+    """Specific findings before broad ones (stronger evidence), then by first evidence line, then the longer
+    match on that line (the more specific wording), then catalog order; an explainer before what it explains."""
+    def key(g: str) -> Tuple[bool, int, int, int]:
+        f = found[g]
+        return f.broad, f.first_line, -f.span, rules.order.get(g, 0)
+
     explainer: Dict[str, str] = {}
-    for gid in sorted(found, key=lambda g: (found[g].first_line, rules.order.get(g, 0))):
+    for gid in sorted(found, key=key):
         for consequence in rules.explains.get(gid, ()):
             if consequence in found and consequence not in explainer and consequence != gid:
                 explainer[consequence] = gid
@@ -272,7 +286,7 @@ def _root_cause_first(found: Dict[str, Finding], rules: RuleSet) -> List[Finding
         placed.add(gid)
         out.append(found[gid])
 
-    for gid in sorted(found, key=lambda g: (found[g].first_line, rules.order.get(g, 0))):
+    for gid in sorted(found, key=key):
         place(gid)
     return out
 

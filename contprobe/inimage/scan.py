@@ -7,9 +7,12 @@ Runs inside images too: Python 3.8, standard library only.
 How a gotcha is decided (each rule is there because a guess is worse than "unknown"):
 * Lines, not text: every pattern is tried against one line, so the answer does not depend on how much
   text came before, and the evidence is a line number.
-* Info lines never decide (INFO_LINE): NCCL's `NCCL INFO` debug lines, Apptainer/Singularity's
+* Info lines never decide (INFO_LINE): NCCL's `[dev] NCCL INFO` debug lines, Apptainer/Singularity's
   `INFO:`/`VERBOSE:`/`DEBUG` log lines, UCX's INFO/DIAG/DEBUG log lines, glog/c10 `I`-lines and Python
-  logging `INFO:` records describe a working system. They are neither symptoms nor context.
+  logging `INFO:` records describe what the program did, not a failure. They never name a gotcha (no
+  symptom, no broad match) and are never shown as unrecognised errors; they may still describe the
+  situation: pin a broad failure as its context (Apptainer's "INFO: fakeroot command not found" before a
+  FATAL "operation not permitted") or veto a near-miss ("INFO: Setting --writable-tmpfs").
 * A `symptoms` pattern (specific wording of one failure) names its gotcha alone.
 * A `broad` pattern ("Permission denied", "No space left on device") names its gotcha only when one of its
   `context` patterns also matches a line of the same text (the path, a second line that pins it).
@@ -62,6 +65,7 @@ ERROR_WORDS = ("error", "fail", "fatal", "denied", "not found", "cannot", "can't
 ERROR_LOOKING = re.compile("|".join(re.escape(w) for w in ERROR_WORDS), re.IGNORECASE)
 
 KINDS = ("symptom", "broad", "context", "unless")
+SITUATION = ("context", "unless")   # what an info line may still do: describe the situation, never name a failure
 
 
 @dataclass(frozen=True)
@@ -203,8 +207,7 @@ class Scanner:
     def feed(self, lineno: int, line: str) -> None:
         """Look at one line (1-based number). Lines may be skipped (a prefilter) but come in order."""
         self.lines = max(self.lines, lineno)
-        if INFO_LINE.search(line):
-            return
+        info = INFO_LINE.search(line) is not None
         low = line.lower()
         matched = False
         seen: Set[int] = set()
@@ -212,14 +215,14 @@ class Scanner:
             if lit not in low:
                 continue
             for rule in self.rules.by_literal[lit]:
-                if id(rule) in seen:
+                if id(rule) in seen or (info and rule.kind not in SITUATION):
                     continue
                 seen.add(id(rule))
                 m = rule.regex.search(line)
                 if m:
                     matched = True
                     self._hit(rule, lineno, line, m.end() - m.start())
-        if not matched and len(self.errors) < UNRECOGNISED_MAX * 4 and ERROR_LOOKING.search(line):
+        if not (matched or info) and len(self.errors) < UNRECOGNISED_MAX * 4 and ERROR_LOOKING.search(line):
             self.errors.append(Evidence(lineno, line.strip()[:LINE_MAX]))
 
     def _hit(self, rule: _Rule, lineno: int, line: str, span: int) -> None:

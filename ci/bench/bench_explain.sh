@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# `contprobe explain` on a generated job log (default 1 GiB) against `grep -E -i -f` with the same
+# patterns (the catalog's, translated to POSIX ERE where they translate), on the same file: wall time
+# (median of N runs, interleaved) and peak RSS (GNU time %M).
+#
+#   bash ci/bench/bench_explain.sh                   # SIZE=1073741824 N=3
+#   SIZE=100000000 N=5 bash ci/bench/bench_explain.sh
+#
+# The log: training progress, NCCL INFO and Apptainer INFO lines, with a failure every 200,000 lines.
+# Environment: SIZE (bytes), N (runs), PY (Python with contprobe's deps), WORK (scratch dir).
+set -euo pipefail
+umask 022
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=ci/bench/lib.sh
+source "$REPO/ci/bench/lib.sh"
+SIZE=${SIZE:-1073741824}
+N=${N:-3}
+WORK=${WORK:-/tmp/contprobe-bench-explain}
+PY=${PY:-/opt/contprobe/venv/bin/python}
+[[ -x $PY ]] || PY=python3
+[[ -x /usr/bin/time ]] || { echo "bench-explain: needs GNU time (/usr/bin/time)" >&2; exit 1; }
+mkdir -p "$WORK"
+LOG=$WORK/job.log
+PATS=$WORK/patterns.ere
+
+PYTHONPATH=$REPO "$PY" - "$SIZE" "$LOG" "$PATS" <<'PYEOF'
+import os, random, re, sys
+from contprobe.inimage import catalog
+size, log, pats = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ere = []
+for g in catalog.load().values():
+    for p in g.symptoms + g.broad + g.context + g.unless:
+        if "(?!" in p or "(?<" in p:
+            continue                      # no lookaround in POSIX ERE
+        ere.append(p.replace("(?:", "(").replace("\\d", "[0-9]"))
+with open(pats, "w") as fh:
+    fh.write("\n".join(ere) + "\n")
+print(f"patterns: {len(ere)} ERE for grep", file=sys.stderr)
+if os.path.exists(log) and os.path.getsize(log) >= size:
+    sys.exit(0)
+random.seed(1)
+lines = ["x3004c0s1b0n0:12345:12400 [0] NCCL INFO Channel 00/24 :    0   1   2   3",
+         "x3004c0s1b0n0:12345:12400 [0] NCCL INFO NET/Socket : Using [0]hsn0:10.201.0.1<0>",
+         "INFO:    Converting SIF file to temporary sandbox...",
+         "epoch 3 step {n} loss 0.{n} lr 0.0003 grad_norm 1.2 tokens/s 51234",
+         "[rank{r}]: iteration {n}/100000 | consumed samples: {n} | elapsed time per iteration (ms): 412.3",
+         "2026-11-29 08:20:30,123 - trainer - throughput 1234.5 samples/s, memory 40.1 GiB",
+         "Validation: accuracy 0.9{n} top5 0.99"]
+fails = ["RuntimeError: NCCL error: unhandled system error",
+         "include/shm.h:28 NCCL WARN Call to posix_fallocate failed : No space left on device",
+         "FATAL:   container creation failed: mount /proc/self/fd/3->/var/apptainer/mnt/session/rootfs error: "
+         "while mounting image /proc/self/fd/3: failed to find loop device: could not attach image file to "
+         "loop device: no loop devices available"]
+with open(log, "w") as fh:
+    n = written = 0
+    buf = []
+    while written < size:
+        n += 1
+        line = (random.choice(fails) if n % 200000 == 0 else random.choice(lines).format(n=n, r=n % 4)) + "\n"
+        buf.append(line)
+        written += len(line)
+        if len(buf) >= 20000:
+            fh.write("".join(buf))
+            buf = []
+    fh.write("".join(buf))
+PYEOF
+echo "log: $LOG ($(stat -c %s "$LOG") bytes, $(wc -l < "$LOG") lines); load: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+run() {  # label cmd... -> "seconds KB" on stdout
+    local t
+    t=$( { /usr/bin/time -f '%e %M' "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -1 ) || true
+    echo "$t"
+}
+declare -a ET EM GT GM
+for ((i = 0; i < N; i++)); do
+    read -r s k < <(run env PYTHONPATH="$REPO" "$PY" -m contprobe explain "$LOG" --json "$WORK/explain.json")
+    ET+=("$s"); EM+=("$k")
+    read -r s k < <(run env LC_ALL=C grep -a -n -i -E -f "$PATS" "$LOG")
+    GT+=("$s"); GM+=("$k")
+done
+et=$(printf '%s\n' "${ET[@]}" | median); gt=$(printf '%s\n' "${GT[@]}" | median)
+em=$(printf '%s\n' "${EM[@]}" | sort -n | tail -1); gm=$(printf '%s\n' "${GM[@]}" | sort -n | tail -1)
+echo "explain:        median ${et} s  peak RSS ${em} KB   (runs: ${ET[*]})"
+echo "grep -E -i -f:  median ${gt} s  peak RSS ${gm} KB   (runs: ${GT[*]})"
+awk -v a="$et" -v b="$gt" 'BEGIN{printf "explain / grep: %.2fx\n", a/b}'
+PYTHONPATH=$REPO "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print("explain found:", [x["gotcha"] for f in d["files"] for x in f["findings"]])' "$WORK/explain.json"

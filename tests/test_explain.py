@@ -130,3 +130,40 @@ def test_run_and_explain_give_the_same_answer_for_the_same_text(tmp_path):
         p = explain(str(log), "--stage", "launch", "--json", "-")
         found = json.loads(p.stdout)["files"][0]["findings"]
         assert (found[0]["gotcha"] if found else catalog.UNKNOWN) == catalog.match(text, "launch"), path
+
+
+def test_grep_expressions_select_every_line_that_matters(tmp_path):
+    """The superset property the grep reader relies on, over every line of the corpus (and at every stage's
+    rule set: explain --stage narrows the rules): every line a pattern matches, or that looks like an error,
+    is selected by grep."""
+    import re
+    import shutil
+    from contprobe.inimage import scan
+    lines = [line for p in sorted(CORPUS.glob("*/*.txt")) for line in p.read_text().splitlines()]
+    data = ("\n".join(lines) + "\n").encode()
+    log = tmp_path / "all.txt"
+    log.write_bytes(data)
+    for stage in (None, *catalog.STAGES):
+        rules = catalog.rules(stage)
+        regexes = [re.compile(p, re.IGNORECASE) for p in rules.patterns] + [scan.ERROR_LOOKING]
+        want = {n for n, line in enumerate(lines, 1) if any(r.search(line) for r in regexes)}
+        assert len(want) > 300
+        argv = [shutil.which("grep"), "-a", "-n", "-i", "-E"]
+        for e in scan.grep_expressions(rules):
+            argv += ["-e", e]
+        p = subprocess.run(argv + [str(log)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={"LC_ALL": "C"})
+        assert p.returncode == 0 and not p.stderr, p.stderr
+        got = {int(x.split(b":", 1)[0]) for x in p.stdout.splitlines()}
+        assert want <= got, [lines[n - 1] for n in sorted(want - got)][:5]
+
+
+@pytest.mark.parametrize("pattern, expr", [
+    (r"(?:a|b)\d+ failed: \[x\]", r"(a|b)[0-9]+ failed: \[x\]"),
+    (r"can\'t open .*?\.sif", r"can't open .*?\.sif"),
+    (r"[^\s:]+:ro\b", None),                 # \s inside a bracket means something else to grep
+    (r"--writable(?!-tmpfs)", None),         # no lookaround in ERE
+    (r"[]a]x", "[]a]x"),
+])
+def test_ere_translation(pattern, expr):
+    from contprobe.inimage import scan
+    assert scan.ere(pattern) == expr

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# `contprobe explain` on a generated job log (default 1 GiB) against `grep -E -i -f` with the same
-# patterns (the catalog's, translated to POSIX ERE where they translate), on the same file: wall time
-# (median of N runs, interleaved) and peak RSS (GNU time %M).
+# `contprobe explain` on a generated job log (default 1 GiB) against `grep -n -E -i -f` with the same
+# patterns (the catalog's, translated to POSIX ERE where they translate), on the same file, both writing
+# their output to a file: wall time (median of N runs, interleaved) and peak RSS (GNU time %M).
+# explain itself selects candidate lines with grep -E (contprobe/inimage/scan.py grep_expressions) and
+# runs the Python scanner on those; without grep it scans in Python (about 25 s per 100 MB here).
 #
 #   bash ci/bench/bench_explain.sh                   # SIZE=1073741824 N=3
 #   SIZE=100000000 N=5 bash ci/bench/bench_explain.sh
@@ -66,20 +68,23 @@ with open(log, "w") as fh:
 PYEOF
 echo "log: $LOG ($(stat -c %s "$LOG") bytes, $(wc -l < "$LOG") lines); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-run() {  # label cmd... -> "seconds KB" on stdout
-    local t
-    t=$( { /usr/bin/time -f '%e %M' "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -1 ) || true
-    echo "$t"
+# cmd... -> "seconds KB" on stdout (GNU time writes a status line first when the exit is not 0). Output
+# goes to a file: GNU grep writing to /dev/null stops at the first match, which would time nothing.
+run() {
+    /usr/bin/time -f '%e %M' -o "$WORK/time.txt" "$@" >"$WORK/out.txt" 2>/dev/null || true
+    tail -1 "$WORK/time.txt"
 }
 declare -a ET EM GT GM
 for ((i = 0; i < N; i++)); do
     read -r s k < <(run env PYTHONPATH="$REPO" "$PY" -m contprobe explain "$LOG" --json "$WORK/explain.json")
+    cp "$WORK/out.txt" "$WORK/explain.txt"
     ET+=("$s"); EM+=("$k")
     read -r s k < <(run env LC_ALL=C grep -a -n -i -E -f "$PATS" "$LOG")
     GT+=("$s"); GM+=("$k")
 done
 et=$(printf '%s\n' "${ET[@]}" | median); gt=$(printf '%s\n' "${GT[@]}" | median)
 em=$(printf '%s\n' "${EM[@]}" | sort -n | tail -1); gm=$(printf '%s\n' "${GM[@]}" | sort -n | tail -1)
+echo "grep matched $(wc -l < "$WORK/out.txt") lines; load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "explain:        median ${et} s  peak RSS ${em} KB   (runs: ${ET[*]})"
 echo "grep -E -i -f:  median ${gt} s  peak RSS ${gm} KB   (runs: ${GT[*]})"
 awk -v a="$et" -v b="$gt" 'BEGIN{printf "explain / grep: %.2fx\n", a/b}'

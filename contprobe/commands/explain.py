@@ -65,15 +65,16 @@ def _chunks(fh: IO[bytes]) -> Iterator[bytes]:
     return iter(lambda: fh.read(CHUNK), b"")
 
 
-def _grep_candidates(fh: IO[bytes], words: List[bytes]) -> Optional[Iterator[Tuple[int, str]]]:
-    """The engine's prefilter run by grep -F (many times faster than Python over a 1 GB log): the same
-    lines the Python prefilter picks (every line holding one of the words, ASCII case-folded)."""
+def _grep_candidates(fh: IO[bytes], rules: scan.RuleSet) -> Optional[Iterator[Tuple[int, str]]]:
+    """Candidate lines chosen by grep -E with the catalog's own patterns (as fast as grepping them, many
+    times faster than Python over a 1 GB log). Every line the Python prefilter would pass matches one of
+    them; lines they add are looked at by the same scanner, so the answer is the same (tested)."""
     grep = shutil.which("grep")
     if not grep:
         return None
-    argv = [grep, "-a", "-n", "-i", "-F"]
-    for w in words:
-        argv += ["-e", w.decode()]
+    argv = [grep, "-a", "-n", "-i", "-E"]
+    for e in scan.grep_expressions(rules):
+        argv += ["-e", e]
     proc = subprocess.Popen(argv, stdin=fh, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             env={"LC_ALL": "C", "PATH": os.environ.get("PATH", "/usr/bin:/bin")})
 
@@ -91,8 +92,7 @@ def _grep_candidates(fh: IO[bytes], words: List[bytes]) -> Optional[Iterator[Tup
 
 
 def explain_stream(fh: IO[bytes], rules: scan.RuleSet, use_grep: bool = True) -> scan.Diagnosis:
-    words = scan.prefilter_words(rules)
-    found = _grep_candidates(fh, words) if use_grep else None
+    found = _grep_candidates(fh, rules) if use_grep else None
     if found is None:
         return scan.scan_stream(_chunks(fh), rules)
     return scan.scan_candidates(found, 0, rules)

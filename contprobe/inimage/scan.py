@@ -167,6 +167,11 @@ class RuleSet:
     def literals(self) -> List[str]:
         return list(self.by_literal)
 
+    @property
+    def patterns(self) -> List[str]:
+        """Every pattern once (symptoms, broad, context and unless alike)."""
+        return sorted({r.regex.pattern for rules in self.by_literal.values() for r in rules})
+
 
 def build_rules(gotchas: Iterable) -> RuleSet:
     """Index the patterns of these catalog entries. A pattern without a needed literal is an error
@@ -297,6 +302,61 @@ def _root_cause_first(found: Dict[str, Finding], rules: RuleSet) -> List[Finding
 # ---- inputs ------------------------------------------------------------------------------------------------
 def scan_text(text: str, rules: RuleSet) -> Diagnosis:
     return scan_stream(iter([text.encode("utf-8", "surrogateescape")]), rules)
+
+
+_ERE_SPECIAL = set(".[]()*+?{}|^$\\")
+_ERE_CLASS = {"d": "[0-9]", "D": "[^0-9]", "s": "\\s", "S": "\\S", "w": "\\w", "W": "\\W", "b": "\\b", "B": "\\B"}
+
+
+def ere(pattern: str) -> Optional[str]:
+    """The pattern as a GNU grep -E expression matching at least what Python's re matches, or None when a
+    construct has no safe translation (then its literals stand in for it): (?: becomes (, lazy quantifiers
+    become greedy ones (a superset), \\d becomes [0-9]; lookarounds, inline flags, escapes inside bracket
+    expressions and non-ASCII text are not translated."""
+    if not pattern.isascii() or "(?" in pattern.replace("(?:", ""):
+        return None
+    out, i, in_bracket, first = [], 0, False, 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            if i + 1 >= len(pattern) or in_bracket:
+                return None
+            n = pattern[i + 1]
+            if n in _ERE_CLASS:
+                out.append(_ERE_CLASS[n])
+            elif n in _ERE_SPECIAL:
+                out.append("\\" + n)
+            elif n.isalnum():
+                return None                      # \\n, \\t, \\A, \\1 ...
+            else:
+                out.append(n)                    # \\- \\' \\: are the character itself
+            i += 2
+            continue
+        if in_bracket:
+            in_bracket = c != "]" or i == first         # a ] first in the set is a member
+        elif c == "[":
+            in_bracket, first = True, i + (2 if pattern.startswith("^", i + 1) else 1)
+        elif pattern.startswith("(?:", i):
+            out.append("(")
+            i += 3
+            continue
+        out.append(c)
+        i += 1
+    return None if in_bracket else "".join(out)
+
+
+def grep_expressions(rules: RuleSet) -> List[str]:
+    """grep -E -i expressions that select every line the scanner must look at (a superset, like
+    prefilter_words, as fast as grepping the catalog's own patterns)."""
+    exprs: Set[str] = {_ere_literal(w) for w in ERROR_WORDS}
+    for p in rules.patterns:
+        e = ere(p)
+        exprs |= {e} if e is not None else {_ere_literal(lit) for lit in needed_literals(p) or ()}
+    return sorted(exprs)
+
+
+def _ere_literal(text: str) -> str:
+    return "".join("\\" + c if c in _ERE_SPECIAL else c for c in text)
 
 
 def prefilter_words(rules: RuleSet) -> List[bytes]:

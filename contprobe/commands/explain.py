@@ -157,7 +157,8 @@ def markdown(doc: dict) -> str:
             out += ["| # | gotcha | fix | evidence |", "|---|---|---|---|"]
             for i, x in enumerate(f["findings"], 1):
                 ev = "<br>".join(f"line {e['line']}: {md(e['text'])}" for e in x["evidence"])
-                out.append(f"| {i} | {md(x['gotcha'])} | {md(x['fix'].splitlines()[0])} | {ev} |")
+                after = f" (follows from {md(x['explained_by'])})" if x["explained_by"] else ""
+                out.append(f"| {i} | {md(x['gotcha'])}{after} | {md(x['fix'].splitlines()[0])} | {ev} |")
             out.append("")
             for x in f["findings"]:
                 out += [f"### {md(x['gotcha'])}: {md(x['title'])}", "", f"**Cause.** {md(x['cause'])}", "",

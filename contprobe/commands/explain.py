@@ -46,6 +46,8 @@ class Explained:
 # ---- reading ------------------------------------------------------------------------------------------------
 def check_inputs(files: List[str]) -> List[str]:
     """Every input is a readable file (or stdin) before anything is read: one line and exit 2 otherwise."""
+    if not files and sys.stdin.isatty():
+        raise UsageError("name a log file, or '-' to read standard input")
     files = files or [STDIN]
     if files.count(STDIN) > 1:
         raise UsageError("standard input ('-') can be read only once")

@@ -232,7 +232,7 @@ def test_charliecloud_host_check_needs_user():
      "insufficient UIDs or GIDs available in user namespace (requested 0:42 for /etc/gshadow)", "pull",
      "podman-uidmap-setup"),
     ("[cli_1]: write_line error; fd=8 buf=:cmd=init pmi_version=1 pmi_subversion=1\n:\nsystem msg for "
-     "write_line failure : Bad file descriptor\n[cli_1]: Unable to write to PMI_fd", "launch", "podman-pmi-fd"),
+     "write_line failure : Bad file descriptor\n[cli_1]: Unable to write to PMI_fd", "launch", "pmi-fd-dropped"),
     ("Error: statfs /dev/mqueue: no such file or directory", "launch", "podman-ipc-mqueue"),
     ("Error: container-init binary not found on the host: stat /usr/libexec/podman/catatonit: no such file or "
      "directory", "launch", "podman-init-missing"),

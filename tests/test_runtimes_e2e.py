@@ -189,7 +189,7 @@ def test_podman_ranks_under_hydra_lose_the_pmi_socket(podman_user):
                             "--grace", "10", "--timeout", "600", *UCX_OK])
     assert res.rc == 1, res
     named = {r["gotcha"] for r in doc["results"] if r["outcome"] in ("error", "lost", "failed")}
-    assert "podman-pmi-fd" in named, doc["results"]
+    assert "pmi-fd-dropped" in named, doc["results"]
 
 
 # ---- charliecloud ---------------------------------------------------------------------------------

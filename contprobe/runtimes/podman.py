@@ -12,7 +12,7 @@ What differs from Apptainer, each checked on the CI machine (ci/services/registr
 - a rank of a launcher shares the host's network and PID namespaces and /dev/shm, and gets the
   launcher's variables (what podman-hpc's mpich module passes: SLURM_*, PALS_*, PMI_*). A PMI that
   hands each rank an inherited socket (Hydra's and Slurm pmi2's PMI_FD) cannot reach it: podman passes
-  fds 0-2 only (gotcha podman-pmi-fd); PMIx, PALS or podman-hpc's shared-run mode are the ways there.
+  fds 0-2 only (gotcha pmi-fd-dropped); PMIx, PALS or podman-hpc's shared-run mode are the ways there.
 """
 from __future__ import annotations
 

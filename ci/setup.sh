@@ -8,6 +8,7 @@
 # 3. A venv with torch (CPU), mpi4py built against MPICH, horovod (ci/provision/python-env.sh),
 #    plus contprobe itself and its test dependencies.
 # 4. The test images (ci/provision/test-images.sh); mpich.sif gets torch and horovod from that venv.
+# 5. Slurm, munge and sshd for the namespace cluster of the multi-node tests (ci/services/cluster/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -37,6 +38,10 @@ chmod -R a+rX "$VENV"
 
 step "test images"
 CONTPROBE_VENV=$VENV bash ci/provision/test-images.sh
+
+
+step "Slurm cluster packages (slurm-wlm, munge, openssh-server) for the multi-node tests"
+bash ci/services/cluster/cluster.sh install   # tests/cluster.py brings the cluster up and down
 
 
 step "mpi4py's PyPI binary wheel (the test that names its libmpi.so.12 failure)"

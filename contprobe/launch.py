@@ -168,6 +168,7 @@ def _count_files(d: str, pattern: "re.Pattern[str]") -> int:
 
 
 _JUNIT = re.compile(r"junit-r\d+-.+\.xml$")
+ENV_TAIL = "CONTPROBE_ENV_END"
 ALL_WROTE = "every rank wrote its results but the launch did not exit"
 
 
@@ -180,6 +181,11 @@ def execute(argv: List[str], log_path: str, timeout: float, env: Optional[Mappin
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     full_env = dict(os.environ)
     full_env.update(env or {})
+    # Hydra 4.0.2's remote proxies (ssh bootstrap) drop the environment's LAST variable when they
+    # filter it by -genvlist: with the APPTAINERENV_* values last, a node's ranks silently lost
+    # UCX_TLS=^cma (4-node cluster). A trailing variable nobody asks for absorbs that.
+    full_env.pop(ENV_TAIL, None)
+    full_env[ENV_TAIL] = "1"
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
     with os.fdopen(fd, "w") as log:
         try:

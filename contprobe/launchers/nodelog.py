@@ -25,6 +25,9 @@ LAUNCH_FAILED = [
     re.compile(r"ssh: Could not resolve hostname (\S+): ([^\n]*)"),
 ]
 TASK_END = re.compile(r"^srun: error: (\S+): tasks? ([\d,\-]+): ([^\n]+)$", re.M)
+# A rank's own death notice (CPython's faulthandler, on SIGABRT/SIGSEGV: UCX aborts this way): under
+# Hydra's ssh bootstrap the ranks are no descendants of the launch, so nothing else shows they died.
+RANK_ABORT = re.compile(r"^Fatal Python error: [^\n]+$", re.M)
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ def node_faults(log: str, image_missing: bool = False) -> List[NodeFault]:
 def ended_line(text: str) -> Optional[str]:
     """The first line in new launch output saying a task or node ended: a rank that never started
     shows nowhere else, and its peers would wait in MPI_Init until --timeout."""
-    for pat in (TASK_END, NODE_DOWN, *LAUNCH_FAILED):
+    for pat in (TASK_END, NODE_DOWN, *LAUNCH_FAILED, RANK_ABORT):
         m = pat.search(text)
         if m:
             start = text.rfind("\n", 0, m.start()) + 1

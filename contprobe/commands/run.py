@@ -242,6 +242,10 @@ def lost_ranks(results_dir: str, expected: int, res: LaunchResult, hosts: Sequen
         fault = faults.get(host)
         if fault is not None:
             lost.append(LostRank(r, host, f"{what}; node {host}: {fault.evidence}; {why}", fault.gotcha))
+        elif faults:   # a healthy node's rank, ended with the step (srun cancels it on every node)
+            first = next(iter(faults.values()))
+            lost.append(LostRank(r, host, f"{what}; ended with the launch after node {', '.join(faults)} "
+                                          f"failed; {why}", first.gotcha))
         else:
             lost.append(LostRank(r, host, f"{what}; {why}", gotcha))
     return lost, list(faults.values())

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import time
 from typing import Optional
 
 MOUNT = "/.contprobe-pycache"

@@ -28,15 +28,17 @@ IMAGES = {
 PASSED = {"env.user_site", "env.ld_preload"}
 # what each group of probes needs and these images lack, as the catalog names it
 SKIP_GOTCHA = {"allreduce": "mpi4py-missing", "mpi": "mpi4py-missing", "torch": "torch-missing",
-               "horovod": "torch-missing", "nvcc": "nvcc-missing", "gpu.nvidia_smi": "nv-flag-missing",
-               "gpu.ecc": "nv-flag-missing"}
+               "horovod": "torch-missing", "nvcc": "nvcc-missing",
+               **dict.fromkeys(["gpu.nvidia_smi", "gpu.ecc", "gpu.row_remap", "gpu.pcie_link", "gpu.clocks",
+                                "gpu.persistence", "gpu.nvlink"], "nv-flag-missing")}
 # probes that only check an operator's expectation: skipped, without a gotcha, when none is given
-NO_EXPECTATION = {"binds.expected[none]", "env.expected[none]", "env.proxy", "gpu.count"}
+NO_EXPECTATION = {"binds.expected[none]", "env.expected[none]", "env.proxy", "gpu.count", "gpu.mig"}
 # with expectations the run does not meet (no --nv, a host directory not bound, a host variable not
 # passed under --cleanenv), the failures and their names
 FAILED = {"binds.expected[{data}]": "bind-missing", "env.expected[FOO_SETTING]": "env-not-passed",
-          "env.proxy": "proxy-missing", "gpu.nvidia_smi": "nv-flag-missing", "gpu.count": "nv-flag-missing",
-          "gpu.ecc": "nv-flag-missing"}
+          "env.proxy": "proxy-missing",
+          **dict.fromkeys(["gpu.nvidia_smi", "gpu.count", "gpu.ecc", "gpu.row_remap", "gpu.pcie_link", "gpu.clocks",
+                           "gpu.persistence", "gpu.nvlink"], "nv-flag-missing")}
 
 
 @pytest.fixture

@@ -73,8 +73,23 @@ def test_ecc(nvsmi, nv_missing, expect_gpus):
 
 # ---- health, as DCGM's quick diagnostic and NHC check a GPU node (contprobe/inimage/gpuhealth.py) ----
 @pytest.fixture(scope="module")
-def nvsmi_q(nv_missing, expect_gpus) -> List[gpuhealth.GpuReport]:
-    """`nvidia-smi -q` parsed per GPU: one call shared by the health probes."""
+def nvsmi_q(nv_missing, expect_gpus) -> Callable[[], List[gpuhealth.GpuReport]]:
+    """`nvidia-smi -q` parsed per GPU: one call shared by the health probes, handed over as a function.
+
+    A skip or failure raised in a fixture would make pytest report an error instead of the diagnosis:
+    it is raised again inside each probe that asks."""
+    try:
+        gpus = _query_q(nv_missing, expect_gpus)
+    except BaseException as exc:   # the diagnosis (ProbeFailure) or pytest's skip
+        why = exc
+
+        def again() -> List[gpuhealth.GpuReport]:
+            raise why
+        return again
+    return lambda: gpus
+
+
+def _query_q(nv_missing: bool, expect_gpus) -> List[gpuhealth.GpuReport]:
     rc, out, err = context.run_cmd(["nvidia-smi", "-q"], 120)
     if rc == 127:
         no_gpu(nv_missing, expect_gpus, "nvidia-smi not found")
@@ -118,19 +133,19 @@ def each_gpu(gpus: List[gpuhealth.GpuReport], check: Callable, what: str) -> Non
 
 
 def test_row_remap(nvsmi_q):
-    each_gpu(nvsmi_q, gpuhealth.row_remap, "memory row remapping failed or pending")
+    each_gpu(nvsmi_q(), gpuhealth.row_remap, "memory row remapping failed or pending")
 
 
 def test_pcie_link(nvsmi_q):
-    each_gpu(nvsmi_q, gpuhealth.pcie_link, "PCIe link below its maximum while busy")
+    each_gpu(nvsmi_q(), gpuhealth.pcie_link, "PCIe link below its maximum while busy")
 
 
 def test_clocks(nvsmi_q):
-    each_gpu(nvsmi_q, gpuhealth.clocks, "clocks slowed for a hardware reason")
+    each_gpu(nvsmi_q(), gpuhealth.clocks, "clocks slowed for a hardware reason")
 
 
 def test_persistence(nvsmi_q):
-    each_gpu(nvsmi_q, gpuhealth.persistence, "persistence mode off")
+    each_gpu(nvsmi_q(), gpuhealth.persistence, "persistence mode off")
 
 
 def test_nvlink(nv_missing, expect_gpus):

@@ -19,9 +19,9 @@ CAPTURED = [
      'dial tcp 127.0.0.1:5445: connect: connection refused', "registry-unreachable"),
     ('FATAL:   While making image from oci registry: error fetching image to cache: failed to get checksum for '
      'docker://vm:5443/base:1: pinging container registry vm:5443: Get "https://vm:5443/v2/": Forbidden',
-     "registry-proxy-forbidden"),
+     "proxy-forbidden"),
     ('Error: initializing source docker://vm:5443/base:1: pinging container registry vm:5443: '
-     'Get "https://vm:5443/v2/": Forbidden', "registry-proxy-forbidden"),
+     'Get "https://vm:5443/v2/": Forbidden', "proxy-forbidden"),
     ('FATAL:   While making image from oci registry: error fetching image to cache: failed to get checksum for '
      'docker://127.0.0.1:5444/base:1: pinging container registry 127.0.0.1:5444: Get "https://127.0.0.1:5444/v2/": '
      'net/http: TLS handshake timeout', "registry-tls-handshake-timeout"),
@@ -36,7 +36,7 @@ CAPTURED = [
      '127.0.0.1:5455: connect: connection refused; Get "http://localhost:5455/v2/": dial tcp 127.0.0.1:5455: '
      'connect: connection refused', "registry-unreachable"),
     ('FATAL:   While performing build: conveyor failed to get: while fetching library image: failed to get '
-     'checksum for oras://vm:5453/base-sif:1: Get "https://vm:5453/v2/": Forbidden', "registry-proxy-forbidden"),
+     'checksum for oras://vm:5453/base-sif:1: Get "https://vm:5453/v2/": Forbidden', "proxy-forbidden"),
     ('FATAL:   While performing build: conveyor failed to get: GET https://localhost:5453/v2/base/manifests/nope: '
      'MANIFEST_UNKNOWN: manifest unknown; map[Tag:nope]', "registry-tag-missing"),
 ]
@@ -58,4 +58,4 @@ def test_captured_registry_failures_are_named(text: str, gotcha: str):
     'tls: failed to verify certificate: x509: certificate is valid for other.example, not reg.example',
 ])
 def test_near_misses_are_not_taken(text: str):
-    assert catalog.match(text, "pull") not in ("registry-proxy-forbidden", "registry-ca-untrusted")
+    assert catalog.match(text, "pull") not in ("proxy-forbidden", "registry-ca-untrusted")

@@ -101,7 +101,7 @@ REAL_TEXT_IN_TESTS = {
     **dict.fromkeys(["gpu-clocks-throttled", "gpu-nvlink-down", "gpu-pcie-degraded", "gpu-persistence-off",
                      "gpu-row-remap-failed", "gpu-row-remap-pending"], "test_probes_gpu_health.py"),
     **dict.fromkeys(["node-failure", "node-launch-failed"], "test_nodelog.py"),
-    **dict.fromkeys(["registry-proxy-forbidden", "registry-tls-handshake-timeout", "registry-unreachable"],
+    **dict.fromkeys(["registry-tls-handshake-timeout", "registry-unreachable"],
                     "test_catalog_registry.py"),
 }
 

@@ -134,9 +134,9 @@ FAILURES = [
     ("registry-down", "docker://{down}/base:1", {"SSL_CERT_FILE": "{bundle}"}, None,
      "registry-unreachable", "curl -sSI https://HOST:PORT/v2/"),
     ("proxy-refuses-docker", "docker://{alias}/base:1", {"SSL_CERT_FILE": "{bundle}", "https_proxy": "{proxy}"}, None,
-     "registry-proxy-forbidden", "no_proxy=REGISTRY_HOST"),
+     "proxy-forbidden", "no_proxy=REGISTRY_HOST"),
     ("proxy-refuses-oras", "oras://{alias}/base-sif:1", {"SSL_CERT_FILE": "{bundle}", "https_proxy": "{proxy}"}, None,
-     "registry-proxy-forbidden", "no_proxy=REGISTRY_HOST"),
+     "proxy-forbidden", "no_proxy=REGISTRY_HOST"),
     # TLS completes, then the registry says nothing: neither apptainer nor Go ever time out
     ("stalled", "docker://{stalled}/base:1", {"SSL_CERT_FILE": "{bundle}"}, 15, "pull-stalled", "curl -sSI"),
     # TCP accepted, TLS never answered: oras:// has no handshake timeout at all

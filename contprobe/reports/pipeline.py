@@ -9,10 +9,10 @@ import gc
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, TextIO, Tuple
+from typing import Iterable, List, Optional, Sequence, TextIO, Tuple, Union
 
 from contprobe import safeio, textsafe
-from contprobe.inimage.redact import redact_output
+from contprobe.inimage.redact import output_redactor, redact_output
 from contprobe.model import Problem, Report
 from contprobe.site import Site
 from contprobe.suite import UsageError
@@ -101,7 +101,7 @@ def render(report: Report, site: Site, outputs: Outputs, title: str = "contprobe
     for p in report.problems:
         sys.stderr.write(textsafe.one_line(f"contprobe: incomplete: {p.path}: {p.message}") + "\n")
     if outs["json"]:
-        write(outs["json"], summary.to_json(summary.contract(report, site)))
+        write(outs["json"], summary.json_parts(report, site))
     if outs["markdown"]:
         write(outs["markdown"], summary.markdown(report, site, title))
     if outs["html"]:
@@ -110,15 +110,23 @@ def render(report: Report, site: Site, outputs: Outputs, title: str = "contprobe
         write(outs["junit"], junit_out.document(report, site))
 
 
-def write(path: str, text: str) -> None:
-    """The output boundary: one redaction for every format, and no link followed where it goes."""
-    text = redact_output(text)
+def write(path: str, text: Union[str, Iterable[str]]) -> None:
+    """The output boundary: one redaction for every format, and no link followed where it goes.
+
+    A document too big to redact in one piece (the JSON of 100,000 ranks) comes as consecutive
+    pieces, each redacted on its own as it is written.
+    """
+    redact = output_redactor()
+    pieces = [text] if isinstance(text, str) else text
     if path == "-":
-        sys.stdout.write(text)
+        for piece in pieces:
+            sys.stdout.write(redact(piece))
         sys.stdout.flush()
         return
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    safeio.write_text(path, text)
+    with safeio.open_output(path) as fh:
+        for piece in pieces:
+            fh.write(redact(piece))
 
 
 def show(results_dir: str, site: Site, outputs: Outputs, title: str, strict: bool = False) -> int:

@@ -14,7 +14,8 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
-from operator import attrgetter
+from itertools import compress, repeat
+from operator import attrgetter, ne
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 OUTCOMES = ("passed", "failed", "error", "skipped", "lost", "warning")
@@ -328,9 +329,10 @@ class Row:
         return dict(Counter(map(attrgetter("outcome"), self.cases)))
 
     @cached_property
-    def unusual(self) -> List[Entry]:
-        """Every entry that did not pass: the few that where(), the node view and the gotchas read."""
-        return [Entry(r, c) for r, c in zip(self.refs, self.cases) if c.outcome != "passed"]
+    def unusual(self) -> List[Tuple[RankRef, Case]]:
+        """(who, what) for every entry that did not pass: what where(), the node view and the gotchas read."""
+        passed = map(attrgetter("outcome"), self.cases)
+        return list(compress(zip(self.refs, self.cases), map(ne, passed, repeat("passed"))))   # all in C
 
     @cached_property
     def outcome(self) -> str:
@@ -341,12 +343,12 @@ class Row:
     @cached_property
     def dominant(self) -> Optional[Entry]:
         """The entry that speaks for the row: the most common failure (or skip) text."""
-        bad = [e for e in self.unusual if e.case.outcome in FAILING] or \
-              [e for e in self.unusual if e.case.outcome in ("warning", "skipped")]
+        bad = [e for e in self.unusual if e[1].outcome in FAILING] or \
+              [e for e in self.unusual if e[1].outcome in ("warning", "skipped")]
         if not bad:
             return Entry(self.refs[0], self.cases[0]) if self.cases else None
-        top = Counter((e.case.gotcha, e.case.message) for e in bad).most_common(1)[0][0]
-        return next(e for e in bad if (e.case.gotcha, e.case.message) == top)
+        top = Counter((c.gotcha, c.message) for _, c in bad).most_common(1)[0][0]
+        return Entry(*next(e for e in bad if (e[1].gotcha, e[1].message) == top))
 
     @property
     def gotcha(self) -> str:

@@ -101,11 +101,19 @@ def redact_obj(obj: Any, env: Optional[Mapping[str, str]] = None) -> Any:
     return _redact_obj(obj, secret_values(os.environ if env is None else env), {})
 
 
+def _secret_key(name: str, seen: dict) -> bool:
+    key = ("key", name)
+    out = seen.get(key)
+    if out is None:
+        out = seen[key] = is_secret_name(name)
+    return out
+
+
 def _redact_obj(obj: Any, secrets: list, seen: dict) -> Any:
     # The environment's secrets are looked up once per document, not once per string in it, and a
     # string repeated over 100,000 ranks (a host, a device list) is redacted once.
     if isinstance(obj, dict):
-        return {k: (MASK if isinstance(k, str) and is_secret_name(k) and isinstance(v, str)
+        return {k: (MASK if isinstance(k, str) and isinstance(v, str) and _secret_key(k, seen)
                     else _redact_obj(v, secrets, seen)) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_redact_obj(v, secrets, seen) for v in obj]

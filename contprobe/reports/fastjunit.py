@@ -101,15 +101,17 @@ def parse(data: bytes, case_of: CaseOf) -> Optional[Tuple[List[Tuple[str, str]],
         if tail < head.end() or TAIL.match(text, tail) is None:
             return None
         found = CASE.findall(text, head.end(), tail)
+        pres, times, rests = list(zip(*found))[:3] if found else ((), (), ())
         # findall's matches do not overlap and come in order: they cover the body exactly when
         # their lengths add up to it, i.e. nothing between the testcases went unread.
-        if sum(len(f[0]) + len(f[1]) + len(f[2]) + TIME_ATTR for f in found) != tail - head.end():
+        if sum(map(len, pres)) + sum(map(len, times)) + sum(map(len, rests)) + TIME_ATTR * len(found) \
+                != tail - head.end():
             return None
         suite = _attrs(head.group("attrs"))
         props = _props(head.group("props"))
         cases: List[Case] = []
         get = _cache.get
-        for pre, _, rest, _, _ in found:
+        for pre, rest in zip(pres, rests):
             case = get((pre, rest))
             if case is None:
                 case = _case(pre, rest, case_of)
@@ -117,7 +119,6 @@ def parse(data: bytes, case_of: CaseOf) -> Optional[Tuple[List[Tuple[str, str]],
                     _cache.clear()
                 _cache[(pre, rest)] = case
             cases.append(case)
-        times = [f[1] for f in found]
         try:
             durations = [d if 0.0 <= d < 1e9 else 0.0 for d in map(float, times)]
         except ValueError:

@@ -80,6 +80,8 @@ def build(paths: Sequence[str], site: Site, expect_ranks: Optional[int] = None, 
             hist, warnings = baseline.load_history(history) if history else ([], [])
             baseline.compare(report, previous, hist)
     finally:
+        # The report's millions of objects live until exit: frozen, rendering's collections skip them.
+        gc.freeze()
         gc.enable()
     if not report.rows and not report.problems:
         report.problems.append(Problem(", ".join(paths), "no rank results found"))

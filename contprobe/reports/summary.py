@@ -1,8 +1,12 @@
 """The merged report as text: terminal table, Markdown and the JSON contract (with per-rank detail)."""
 from __future__ import annotations
 
+import math
 import secrets
+from itertools import compress, islice
+from json.encoder import encode_basestring_ascii
 from collections import Counter
+from operator import attrgetter, ne
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from tabulate import tabulate
@@ -383,17 +387,53 @@ def json_parts(report: Report, site: Optional[Site] = None) -> Iterator[str]:
     if len(pieces) != len(report.rows) + 1:
         raise RuntimeError("JSON placeholder not unique")   # cannot happen: 128 random bits
     yield pieces[0]
-    passed: Dict[int, str] = {}        # id(RankRef) -> its entry when it passed (the refs outlive this)
+    heads: Dict[int, str] = {}
+    tails: Dict[int, str] = {}
     for row, after in zip(report.rows, pieces[1:]):
-        for lo in range(0, max(row.size, 1), RANK_PIECE):
-            out = []
-            for ref, c in zip(row.refs[lo:lo + RANK_PIECE], row.cases[lo:lo + RANK_PIECE]):
-                if c.outcome == "passed" and not c.metrics:
-                    text = passed.get(id(ref))
-                    if text is None:
-                        text = passed[id(ref)] = textsafe.json_dumps(rank_dict(ref, c))
-                    out.append(text)
-                else:
-                    out.append(textsafe.json_dumps(_redacted_rank(ref, c)))
-            yield ("[" if lo == 0 else ", ") + ", ".join(out)
+        yield "["
+        for lo in range(0, row.size, RANK_PIECE):
+            yield _rank_entries(row, lo, lo + RANK_PIECE, heads, tails)
         yield "]" + after
+
+
+def _rank_entries(row: Row, lo: int, hi: int, heads: Dict[int, str], tails: Dict[int, str]) -> str:
+    """Entries lo..hi of the row's per-rank list as JSON text: a rank's head ('{"rank": 3, "host": "x", ')
+    and a case's tail ('"outcome": ...}'), each made once. The refs and cases are shared objects that
+    outlive the document, so id() names them, and joining 100,000 of them happens in C."""
+    refs, cases = row.refs[lo:hi], row.cases[lo:hi]
+    ref_ids, case_ids = list(map(id, refs)), list(map(id, cases))
+    new_refs = set(ref_ids).difference(heads)
+    if new_refs:
+        objs = dict(zip(ref_ids, refs))
+        for i in new_refs:
+            heads[i] = textsafe.json_dumps({"rank": objs[i].rank, "host": objs[i].host})[:-1] + ", "
+    sep = "" if lo == 0 else ", "
+    if not any(map(attrgetter("metrics"), cases)):
+        new_cases = set(case_ids).difference(tails)
+        if new_cases:
+            objs = dict(zip(case_ids, zip(refs, cases)))
+            for i in new_cases:
+                tails[i] = _tail(*objs[i])
+        # Runs of ranks with the same case (all of them, mostly): head1 + tail + ", " + head2 + tail ...
+        # is one join of the heads.
+        starts = [0, *compress(range(1, len(case_ids)), map(ne, case_ids, islice(case_ids, 1, None))), len(case_ids)]
+        head_texts = list(map(heads.__getitem__, ref_ids))
+        parts = []
+        for a, b in zip(starts, starts[1:]):
+            tail = tails[case_ids[a]]
+            parts.append((tail + ", ").join(head_texts[a:b]) + tail)
+        return sep + ", ".join(parts)
+    # Figures differ on every rank: no tail is shared.
+    return sep + ", ".join([heads[id(ref)] + _tail(ref, c) for ref, c in zip(refs, cases)])
+
+
+def _tail(ref: RankRef, c: Case) -> str:
+    m = c.metrics
+    if c.outcome == "passed" and m and all(type(v) is float and math.isfinite(v) for v in m.values()) \
+            and all(type(k) is str for k in m):
+        # json.dumps's own text for {"outcome": "passed", "metrics": {...}}, without its machinery.
+        return '"outcome": "passed", "metrics": {' + ", ".join(
+            f"{encode_basestring_ascii(k)}: {float.__repr__(v)}" for k, v in m.items()) + "}}"
+    d = _redacted_rank(ref, c)
+    del d["rank"], d["host"]
+    return textsafe.json_dumps(d)[1:]

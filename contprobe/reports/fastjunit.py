@@ -132,6 +132,7 @@ def _case(pre: str, rest: str, case_of: CaseOf) -> Case:
     head, body = CASE_PARTS.match(pre), CASE_BODY.match(rest)
     if head is None or body is None:
         raise Unusual("not a testcase")
+    unescape(pre), unescape(rest)     # every character reference in it, read or not, must be one XML allows
     props: Dict[str, str] = {}
     for k, v in _props(body.group(1)):
         props.setdefault(k, v)

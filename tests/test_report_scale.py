@@ -202,8 +202,13 @@ def test_failing_nodes_beyond_the_cap_are_counted_not_listed():
         if not rf.journal and (rf.rank // PPN) % 2:
             rf.base = list(rf.base)
             rf.base[3] = Case(PROBES[3], "failed", 0.0, "bad", "unknown", "")
+    inputs.problems += [collect.Problem(f"/run/ranks/junit-r{r:05d}-h.xml", f"not well-formed XML (line 1, column {r})")
+                        for r in range(3000)]
     rep = merge.merge(inputs, refs={}, site="x")
     page = html.page(rep)
+    # 3,000 unusable files: counted by kind, listed up to the cap, folded.
+    assert "3,000 input(s) could not be used" in page and "<p>3,000: not well-formed XML</p>" in page
+    assert page.count("<li><code>/run/ranks/") == html.PROBLEMS_SHOWN and "<details><summary>the inputs" in page
     doc = Page()
     doc.feed(page)
     assert len(doc.node_rows) - 1 == html.NODES_SHOWN_MAX

@@ -6,6 +6,7 @@ reproducer, lost ranks and unusable inputs.
 """
 from __future__ import annotations
 
+import re
 from collections import Counter
 from operator import attrgetter
 from html import escape
@@ -21,6 +22,8 @@ from contprobe.site import Site
 ALL_HOSTS_MAX = 64        # show every node up to this many; beyond, only nodes that stand out
 NODES_SHOWN_MAX = 500     # failing nodes with a row of their own
 LOST_SHOWN = 200          # hosts with lost ranks listed
+PROBLEMS_SHOWN = 500      # unusable inputs listed
+PROBLEMS_OPEN = 10        # beyond this many, the list starts folded
 MARK = {"passed": "✓", "failed": "✗", "error": "!", "lost": "∅", "skipped": "–", "": ""}
 
 CSS = """
@@ -231,11 +234,20 @@ def _lost(report: Report) -> List[str]:
 
 
 def _problems(report: Report) -> List[str]:
+    """Unusable inputs: counted by kind; the list itself folded when long (thousands at 100,000 ranks)."""
     if not report.problems:
         return []
-    out = [f"<h2 id='incomplete'>Incomplete: {len(report.problems)} input(s) could not be used</h2><ul>"]
-    out += [f"<li><code>{_e(p.path)}</code>: {_e(p.message)}</li>" for p in report.problems]
-    return out + ["</ul>"]
+    kinds = Counter(re.split(r" \(|;", p.message, 1)[0] for p in report.problems)
+    out = [f"<h2 id='incomplete'>Incomplete: {len(report.problems):,} input(s) could not be used</h2>",
+           "<p>" + "; ".join(f"{n:,}: {_e(k)}" for k, n in kinds.most_common(10))
+           + (f"; {len(kinds) - 10} other kind(s)" if len(kinds) > 10 else "") + "</p>",
+           f"<details{' open' if len(report.problems) <= PROBLEMS_OPEN else ''}><summary>the inputs</summary><ul>"]
+    out += [f"<li><code>{_e(p.path)}</code>: {_e(p.message)}</li>" for p in report.problems[:PROBLEMS_SHOWN]]
+    out.append("</ul>")
+    if len(report.problems) > PROBLEMS_SHOWN:
+        out.append(f"<p class='small'>… and {len(report.problems) - PROBLEMS_SHOWN:,} more; all are in the JSON "
+                   "report.</p>")
+    return out + ["</details>"]
 
 
 def page(report: Report, site: Optional[Site] = None, title: str = "contprobe report") -> str:

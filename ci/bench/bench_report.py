@@ -335,6 +335,8 @@ def main() -> int:
     ap.add_argument("--browser", action="store_true", help="time Chromium loading each HTML page")
     ap.add_argument("--loop", action="store_true", help="also time the junitparser loop (sizes <= 10,000)")
     ap.add_argument("--clean", action="store_true", help="remove the generated trees afterwards")
+    ap.add_argument("--workers", type=int, help="contprobe report --workers (default: its own choice, which "
+                                                "counts only idle CPUs)")
     ns = ap.parse_args()
     sizes = [int(x) for x in ns.ranks.split(",") if x]
     env = dict(os.environ, PYTHONPATH=ROOT)
@@ -348,7 +350,8 @@ def main() -> int:
         runs = []
         for _ in range(ns.repeat):
             load = os.getloadavg()[0]
-            m = measure([sys.executable, "-m", "contprobe", "report", root, "--site", "polaris", "--out", out], env)
+            m = measure([sys.executable, "-m", "contprobe", "report", root, "--site", "polaris", "--out", out]
+                        + (["--workers", str(ns.workers)] if ns.workers else []), env)
             m["load"] = load
             runs.append(m)
             if m["rc"] != 3:

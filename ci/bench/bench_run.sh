@@ -75,7 +75,9 @@ wall() {
 # shellcheck source=ci/bench/lib.sh
 source "$REPO/ci/bench/lib.sh"
 
-run_contprobe() { as_user env PYTHONPATH="$REPO" "$PY" -m contprobe run "$IMG" "${RUN_ARGS[@]}" --out "$1"; }
+# exit 1 is a failed probe (the image or the machine, e.g. a stale ~/.local package): timed all the same
+tolerate_fail() { local rc=0; "$@" || rc=$?; [[ $rc -le 1 ]]; }
+run_contprobe() { tolerate_fail as_user env PYTHONPATH="$REPO" "$PY" -m contprobe run "$IMG" "${RUN_ARGS[@]}" --out "$1"; }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "image $IMG, ranks $RANKS, N=$N, user $(as_user id -un), python $PY, load $LOAD_BEFORE"
@@ -86,9 +88,10 @@ mapfile -t PROBE_ARGV < <("$PY" -c 'import json,sys; print("\n".join(json.load(o
     "$WORK/warm/launch.json")
 # the variables the launch adds to its environment: the NAME=VALUE words in front of argv in "command"
 mapfile -t PROBE_ENV < <("$PY" -c 'import json,shlex,sys; d=json.load(open(sys.argv[1]))
-w=shlex.split(d["command"]); print("\n".join(w[:len(w)-len(d["argv"])]))' "$WORK/warm/launch.json")
+w=shlex.split(d["command"]); sys.stdout.write("".join(x + "\n" for x in w[:len(w)-len(d["argv"])]))' \
+    "$WORK/warm/launch.json")
 RANKS_DIR="$WORK/warm/ranks"
-bare_probes() { rm -rf "${RANKS_DIR:?}"/*; as_user env "${PROBE_ENV[@]}" "${PROBE_ARGV[@]}"; }
+bare_probes() { rm -rf "${RANKS_DIR:?}"/*; tolerate_fail as_user env "${PROBE_ENV[@]}" "${PROBE_ARGV[@]}"; }
 as_user apptainer exec "$IMG" python3 -c pass 2>/dev/null || die "apptainer exec $IMG failed as $RUSER"
 
 floor=(); probes=(); runs=()

@@ -6,8 +6,9 @@ Everything in a results tree except a launch record is written inside the image 
 untrusted: files are read only if regular, never through a link, at most `FILE_CAP` bytes; fields
 are checked and bounded; a rank file is attributed to the launch whose record sits above it, and
 only when it lies directly in that launch's `ranks/` directory. `contprobe report` may face
-100,000 rank files on a 2-core login node, so files are parsed with ElementTree's C parser in
-worker processes.
+100,000 rank files on a 2-core login node, so files are read in worker processes, pytest's own
+layout by a strict fast path (fastjunit) and anything else by ElementTree's C parser, and a
+passed probe is one shared Case (its duration kept apart) rather than an object per rank.
 """
 from __future__ import annotations
 

@@ -123,7 +123,7 @@ def _nodes_matrix(report: Report) -> List[str]:
               f"<span id='nodes-passed'>{passing:,} node(s) passed every probe they ran</span>") + ".</p>"]
     if not shown:
         return out
-    present = {r.probe: set(map(attrgetter("host"), r.refs)) for r in report.rows} if shown else {}
+    present = {r.probe: set(map(attrgetter("host"), r.refs)) for r in report.rows}   # who ran each probe
     out.append("<table class='matrix' id='nodes-table'><tr><th>node</th><th>failing</th>")
     out += [f"<th class='p' title='{_e(p)}'>{_e(p)}</th>" for p in probes]
     out.append("</tr>")

@@ -42,7 +42,7 @@ def nightly(py: str, workdir: str, image_dir: str, **env: str) -> subprocess.Com
                   PBS_O_WORKDIR=workdir, PBS_O_HOST="ci-runner", IMAGE_DIR=image_dir, SITE="generic", JOBS="2",
                   CONTPROBE=f"{py} -m contprobe", **env)
     e.pop("HOME", None)
-    return subprocess.run(as_user(["env", f"HOME={home()}", "bash", str(ROOT / "ci" / "pbs" / "nightly.pbs")]),
+    return subprocess.run(as_user(["env", f"HOME={home()}", "bash", str(ROOT / "ci" / "site" / "pbs" / "nightly.pbs")]),
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=e, cwd=workdir,
                           timeout=900)
 

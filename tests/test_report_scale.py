@@ -191,6 +191,11 @@ def test_100k_rank_html_is_bounded_and_names_every_failing_node(big_report):
     assert f"{nodes:,} node(s); <b>{failing} with a failing probe</b>" in page
     # Lost ranks: one line for the dead node's 8 ranks, one for each rank that left only a journal.
     assert doc.lost_hosts == [dead, *journals]
+    # The dead node failed every probe (all but the ECC and the scattered ones are its card): a few
+    # are shown, the rest folded.
+    card = page[page.index("id='broke-rank-lost'"):]
+    card = card[:card.index("</div>")]
+    assert card.count("<code class='probe'>") == len(PROBES) - 2 and "more probe(s)</summary>" in card
     assert re.search(rf"<td>{dead}</td><td>r{DEAD_NODE * PPN}-{DEAD_NODE * PPN + PPN - 1} \(8\)</td>", page)
     assert "Node failure on " + dead in page
     assert "gpu-ecc-errors" in page and "1 GPU(s) with uncorrectable ECC errors" in page

@@ -24,6 +24,7 @@ NODES_SHOWN_MAX = 500     # failing nodes with a row of their own
 LOST_SHOWN = 200          # hosts with lost ranks listed
 PROBLEMS_SHOWN = 500      # unusable inputs listed
 PROBLEMS_OPEN = 10        # beyond this many, the list starts folded
+CARD_ROWS_SHOWN = 8       # probes a "what broke" card shows before folding the rest
 MARK = {"passed": "✓", "failed": "✗", "error": "!", "lost": "∅", "skipped": "–", "": ""}
 
 CSS = """
@@ -61,12 +62,15 @@ def _broke(report: Report, site: Optional[Site]) -> List[str]:
         out.append(f"<div class='card' id='broke-{_e(gid)}'><h3>{_e(g.title)} <code>{_e(gid)}</code> — "
                    f"{len(rows)} probe(s)</h3><table><tr><th>image</th><th>probe</th><th>ranks</th>"
                    "<th>where</th><th>message</th><th>since</th></tr>")
-        for r in rows:
+        for i, r in enumerate(rows):
+            if i == CARD_ROWS_SHOWN:
+                # A dead node fails every probe of its launch: the card stays short, the rest unfolds.
+                out.append(f"</table><details><summary>{len(rows) - i} more probe(s)</summary><table>")
             since = _e(r.since) + (f" ({_e(r.change)})" if r.change else "") if r.since or r.change else _e(r.night)
             out.append(f"<tr><td>{_e(r.image)}</td><td><code class='probe'>{_e(r.probe)}</code></td>"
                        f"<td>{_e(result_cell(r))}</td><td>{'<br>'.join(_e(x) for x in where(r))}</td>"
                        f"<td>{_e(r.text)}</td><td>{since}</td></tr>")
-        out.append("</table>")
+        out.append("</table></details>" if len(rows) > CARD_ROWS_SHOWN else "</table>")
         out.append(f"<p><b>Fix</b></p><div class='fix'>{_e(fix_text(gid, site))}</div>")
         ev = next((r.evidence for r in rows if r.evidence), "")
         if ev:

@@ -21,7 +21,7 @@
 # Environment: IMG (default $CONTPROBE_IMAGES/base.sif), N (5), CONTPROBE_USER (cpuser),
 # PY (a Python with contprobe's deps usable by that user; default /opt/contprobe/venv/bin/python,
 # else /tmp/devu/bin/python), WORK (scratch dir, default /tmp/contprobe-bench-run), PROFILE (0/1),
-# RANKS (1), MARK (a pytest -m expression selecting the probes; default: all).
+# RANKS (1), MARK (a pytest -m expression selecting the probes; default: all), RUN_EXTRA (more options).
 set -euo pipefail
 umask 022
 
@@ -35,6 +35,8 @@ PROFILE=${PROFILE:-0}
 RANKS=${RANKS:-1}
 RUN_ARGS=(--no-rerun)
 [[ -n ${MARK:-} ]] && RUN_ARGS+=(-m "$MARK")     # a subset of the probes (less probe work to wait for)
+read -r -a EXTRA <<<"${RUN_EXTRA:-}"               # more `contprobe run` options, split on spaces
+RUN_ARGS+=("${EXTRA[@]}")
 if [[ $RANKS -gt 1 ]]; then
     RUN_ARGS+=(--ranks "$RANKS" --launcher hydra --env UCX_POSIX_USE_PROC_LINK=n --env "UCX_TLS=^cma")
 fi

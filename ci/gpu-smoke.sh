@@ -10,6 +10,12 @@
 #   nvidia-smi-q.txt           `nvidia-smi -q`
 #   query-gpu=index,name,uuid.csv   the exact query the gpu probes make (with header, as the fixtures keep it)
 #   nvidia-smi-L.txt, nvcc-version.txt, torch.txt, doctor.json, doctor.xml, doctor.md, doctor.out
+#   q.txt                      `nvidia-smi -q` again under the name the fixtures use (the health probes
+#                              parse it: row remapper, PCIe link, clock event reasons, persistence)
+#   nvlink-s.txt               `nvidia-smi nvlink -s` (gpu.nvlink)
+#   query-gpu=uuid,mig.mode.current,mig.mode.pending.csv   (gpu.mig)
+#   q-busy.txt                 `nvidia-smi -q` while torch keeps every GPU busy: the
+#                              PCIe link as the probe judges it (an idle link downshifts)
 # The query CSV and nvidia-smi.txt drop straight into tests/fixtures/nvidia-smi/<name>/ (as banner.txt);
 # write a PROVENANCE naming the machine and date.
 set -u
@@ -33,6 +39,24 @@ capture nvidia-smi.txt nvidia-smi
 capture nvidia-smi-q.txt nvidia-smi -q
 capture nvidia-smi-L.txt nvidia-smi -L
 capture "query-gpu=$QUERY.csv" nvidia-smi "--query-gpu=$QUERY" --format=csv
+cp "$OUTDIR/nvidia-smi-q.txt" "$OUTDIR/q.txt"
+capture nvlink-s.txt nvidia-smi nvlink -s
+MIGQ=$("$PY" -c 'import sys; sys.path.insert(0, sys.argv[1]); from contprobe.inimage.gpuhealth import MIG_QUERY; print(MIG_QUERY)' "$HERE" 2>/dev/null || echo uuid,mig.mode.current,mig.mode.pending)
+capture "query-gpu=$MIGQ.csv" nvidia-smi "--query-gpu=$MIGQ" --format=csv
+# A busy link: a matmul loop on every GPU for ~20 s, read in the middle of it.
+"$PY" - >"$OUTDIR/load.out" 2>&1 <<'PYEOF' &
+import time, torch
+xs = [torch.randn(4096, 4096, device=f"cuda:{i}") for i in range(torch.cuda.device_count())]
+end = time.time() + 20
+while time.time() < end:
+    for x in xs:
+        x @ x
+        x.cpu()[:1]            # host traffic keeps the PCIe link up as well
+PYEOF
+LOAD=$!
+sleep 10
+capture q-busy.txt nvidia-smi -q
+wait $LOAD
 if command -v nvcc >/dev/null; then capture nvcc-version.txt nvcc --version; else log "no nvcc on PATH"; fi
 capture torch.txt "$PY" -c 'import torch; print(torch.__version__, torch.version.cuda, torch.cuda.is_available(), torch.cuda.device_count())'
 

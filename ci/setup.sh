@@ -8,6 +8,9 @@
 # 3. A venv with torch (CPU), mpi4py built against MPICH, horovod (ci/provision/python-env.sh),
 #    plus contprobe itself and its test dependencies.
 # 4. The test images (ci/provision/test-images.sh); mpich.sif gets torch and horovod from that venv.
+# 5. Rootless podman and Charliecloud for that user, with Charliecloud images of base.sif
+#    (ci/provision/runtimes.sh install).
+# 6. Slurm, munge and sshd for the namespace cluster of the multi-node tests (ci/services/cluster/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -37,6 +40,23 @@ chmod -R a+rX "$VENV"
 
 step "test images"
 CONTPROBE_VENV=$VENV bash ci/provision/test-images.sh
+
+step "rootless podman and Charliecloud for the unprivileged user (ci/provision/runtimes.sh)"
+bash ci/provision/runtimes.sh install
+
+step "ReFrame, the peer the benchmarks compare with"
+bash ci/provision/reframe.sh
+
+# The registry tests start and stop the registry themselves: only its packages here.
+step "registry packages (docker-registry, skopeo, squid)"
+bash ci/provision/registry-packages.sh
+
+# Debian bullseye (3.9) and trixie (3.13), each with and without pytest; cached beside the others
+step "Python-range images (py39, py313)"
+bash ci/provision/py-range-images.sh
+
+step "Slurm cluster packages (slurm-wlm, munge, openssh-server) for the multi-node tests"
+bash ci/services/cluster/cluster.sh install   # tests/cluster.py brings the cluster up and down
 
 
 step "mpi4py's PyPI binary wheel (the test that names its libmpi.so.12 failure)"

@@ -34,13 +34,18 @@ class Image:
     ref: str          # what the user gave
     path: str         # what the runtime is given (a local SIF or sandbox directory)
     kind: str         # sif | sandbox | squashfs | remote
+    registry_digest: str = ""   # remote: the registry's manifest digest, recorded when converted
 
     def digest(self, cache_dir: Optional[str] = None) -> str:
-        """sha256 of a SIF file; sandboxes and squashfs report no digest.
+        """sha256 of a SIF file; for a registry reference the registry's manifest digest (what
+        `skopeo inspect` and the registry call it; '' when it could not be read), not the hash of
+        the SIF converted from it; sandboxes and squashfs report no digest.
 
         Cached by (device, inode, size, mtime): nightly runs hash each multi-GB image once.
         """
-        if self.kind not in ("sif", "remote"):
+        if self.kind == "remote":
+            return self.registry_digest
+        if self.kind != "sif":
             return ""
         st = os.stat(self.path)
         key = f"{st.st_dev}-{st.st_ino}-{st.st_size}-{st.st_mtime_ns}"
@@ -84,7 +89,8 @@ def resolve(ref: str, runtime: "Optional[Runtime]" = None, cache_dir: Optional[s
     if REMOTE.match(ref):
         if runtime is None or cache_dir is None:
             return Image(ref, ref, "remote")
-        return Image(ref, convert(ref, runtime, cache_dir, timeout), "remote")
+        path = convert(ref, runtime, cache_dir, timeout)
+        return Image(ref, path, "remote", read_text(path + DIGEST_SUFFIX))
     if not os.path.exists(ref):
         raise ImageError(f"image {ref!r} does not exist")
     path = os.path.abspath(ref)
@@ -107,6 +113,17 @@ def cached_name(ref: str) -> str:
     return f"{safe[:80]}-{hashlib.sha256(ref.encode()).hexdigest()[:12]}.sif"
 
 
+DIGEST_SUFFIX = ".digest"   # beside a converted SIF: the registry's digest of what was converted
+
+
+def read_text(path: str) -> str:
+    try:
+        with open(path) as fh:
+            return fh.read(200).strip()
+    except OSError:
+        return ""
+
+
 class ConversionFailed(ImageError):
     """A registry image could not be converted: a failed row with its gotcha, not bad usage."""
 
@@ -117,7 +134,10 @@ class ConversionFailed(ImageError):
 
 def convert(ref: str, runtime: "Runtime", cache_dir: str, timeout: float = 3600.0) -> str:
     """Build a registry reference into a cached SIF once; reuse it afterwards. A stalled pull ends
-    at `timeout` (its whole process group is killed) as a failed conversion, not a hang."""
+    at `timeout` (its whole process group is killed) as a failed conversion, not a hang. The
+    registry's digest is read right after the conversion and kept beside the SIF, so a warm run
+    reports the digest of what it converted, not of what the tag points to now."""
+    from contprobe import registry
     from contprobe.inimage import catalog
     from contprobe.launch import execute
     os.makedirs(cache_dir, exist_ok=True)
@@ -125,6 +145,8 @@ def convert(ref: str, runtime: "Runtime", cache_dir: str, timeout: float = 3600.
     if os.path.exists(target):
         return target
     partial = target + ".partial"
+    if os.path.exists(target + DIGEST_SUFFIX):
+        os.unlink(target + DIGEST_SUFFIX)   # of an earlier conversion that was removed
     log_path = target + ".log"
     res = execute(runtime.build_argv(partial, ref, extra=("--force",)), log_path, timeout,
                   env=runtime.build_env(os.environ))
@@ -134,5 +156,10 @@ def convert(ref: str, runtime: "Runtime", cache_dir: str, timeout: float = 3600.
             gotcha = "pull-stalled"
         tail = " ".join(res.log.strip().splitlines()[-1:])
         raise ConversionFailed(f"could not convert {ref}: {tail}", gotcha, res.log)
+    digest = registry.manifest_digest(ref, min(timeout, 20.0))
+    if digest:
+        with open(target + DIGEST_SUFFIX + ".tmp", "w") as fh:
+            fh.write(digest + "\n")
+        os.replace(target + DIGEST_SUFFIX + ".tmp", target + DIGEST_SUFFIX)
     os.replace(partial, target)
     return target

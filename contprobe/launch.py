@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Set, Tuple
 
-from contprobe import harness, image as images, launchers, runtimes
+from contprobe import harness, image as images, launchers, pycache, runtimes
+from contprobe.launchers import nodelog
 from contprobe.suite import Expectations
 
 POLL_S = 0.25
@@ -43,6 +44,7 @@ class Plan:
     gpus_per_node: int = 0
     gpu_order: str = "natural"
     grace_s: float = 30.0
+    pycache_dir: str = ""               # the image's persistent bytecode cache (contprobe.pycache), if any
 
     @property
     def launcher_name(self) -> str:
@@ -67,8 +69,11 @@ class Plan:
             command=harness.bootstrap_command(self.python, pytest_args, list(targets),
                                               0 if single else self.gpus_per_node, self.gpu_order),
             gpus=use_nv,
-            binds=[*self.binds, *binds, f"{self.harness_dir}:{harness.MOUNT}:ro", f"{rdir}:{harness.RESULTS_MOUNT}"],
-            env={**self.env, **(env or {})}, cleanenv=self.cleanenv)
+            binds=[*self.binds, *binds, f"{self.harness_dir}:{harness.MOUNT}:ro", f"{rdir}:{harness.RESULTS_MOUNT}",
+                   *([f"{self.pycache_dir}:{pycache.MOUNT}"] if self.pycache_dir else [])],
+            env={**self.env, **exp.env_values(), **(env or {}),
+                 **(pycache.ENV if self.pycache_dir else {})},
+            cleanenv=self.cleanenv, launched=not single and self.launcher is not None)
         inner, inner_env = self.rt.exec_argv(spec)
         if single or self.launcher is None:
             return inner, inner_env
@@ -105,6 +110,8 @@ def _proc_table() -> List[Tuple[int, int, int]]:
                 stat = fh.read()
             # pid (comm) state ppid pgrp session ...: comm may hold spaces and parentheses.
             fields = stat[stat.rindex(b")") + 2:].split()
+            if fields[0] == b"Z":
+                continue   # dead, only not reaped yet (the launcher until we wait for it): nothing to kill
             out.append((int(name), int(fields[1]), int(fields[3])))
         except (OSError, ValueError, IndexError):
             continue
@@ -167,6 +174,8 @@ def _count_files(d: str, pattern: "re.Pattern[str]") -> int:
 
 
 _JUNIT = re.compile(r"junit-r\d+-.+\.xml$")
+ENV_TAIL = "CONTPROBE_ENV_END"
+ALL_WROTE = "every rank wrote its results but the launch did not exit"
 
 
 def execute(argv: List[str], log_path: str, timeout: float, env: Optional[Mapping[str, str]] = None,
@@ -178,6 +187,11 @@ def execute(argv: List[str], log_path: str, timeout: float, env: Optional[Mappin
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     full_env = dict(os.environ)
     full_env.update(env or {})
+    # Hydra 4.0.2's remote proxies (ssh bootstrap) drop the environment's LAST variable when they
+    # filter it by -genvlist: with the APPTAINERENV_* values last, a node's ranks silently lost
+    # UCX_TLS=^cma (4-node cluster). A trailing variable nobody asks for absorbs that.
+    full_env.pop(ENV_TAIL, None)
+    full_env[ENV_TAIL] = "1"
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
     with os.fdopen(fd, "w") as log:
         try:
@@ -195,7 +209,9 @@ def execute(argv: List[str], log_path: str, timeout: float, env: Optional[Mappin
         timed_out, early, rc = False, "", None
         sessions: Set[int] = {p.pid}
         grace_from: Optional[float] = None
+        by_grace = False               # contprobe ended it; a launch that exits inside the grace did not
         peak = 0
+        seen = _LogWatch(log_path)
         try:
             while rc is None:
                 try:
@@ -217,7 +233,18 @@ def execute(argv: List[str], log_path: str, timeout: float, env: Optional[Mappin
                         grace_from, early = now, "a rank died"
                     elif 0 < finished < expected:
                         grace_from, early = now, "a rank finished while others did not"
+                    elif finished >= expected:
+                        # Every result is on disk, yet the launch goes on: a hang in MPI_Finalize or
+                        # the launcher's teardown (seen over TCP across nodes) must not cost --timeout.
+                        grace_from, early = now, ALL_WROTE
+                if grace_from is None:
+                    # A rank whose node failed, or that never started (no image there, no slurmd or
+                    # sshd), shows only in the launcher's output; its peers would wait in MPI_Init.
+                    line = nodelog.ended_line(seen.new_lines())
+                    if line:
+                        grace_from, early = now, f"the launcher reported: {line[:300]}"
                 if grace_from is not None and now - grace_from >= grace_s:
+                    by_grace = True
                     break
             if rc is None:
                 if timed_out:
@@ -242,7 +269,27 @@ def execute(argv: List[str], log_path: str, timeout: float, env: Optional[Mappin
                 rc = 124
     text = _tail(log_path)
     return LaunchResult(argv, rc if rc is not None else 137, text, time.monotonic() - t0, timed_out,
-                        early if (grace_from is not None and not got) else "", got[0] if got else 0, killed)
+                        early if (by_grace and not got) else "", got[0] if got else 0, killed)
+
+
+class _LogWatch:
+    """The complete lines a launch log gained since the last call (read while the launch runs)."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.offset, self.partial = path, 0, b""
+
+    def new_lines(self) -> str:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                chunk = fh.read(LOG_TAIL)
+        except OSError:
+            return ""
+        self.offset += len(chunk)
+        data = self.partial + chunk
+        cut = data.rfind(b"\n") + 1
+        self.partial = data[cut:][-4096:]
+        return data[:cut].decode("utf-8", "replace")
 
 
 LOG_TAIL = 1 << 20     # what of a launch's output is kept for diagnosis: its last MiB

@@ -53,7 +53,7 @@ def plan_reruns(cases: Sequence[Case], plan: Plan, host_has_gpus: bool,
         probe = f"env.expected[{e.name}]"
         if confirms(probe, "env") and e.name in host_env and not is_secret_name(e.name):
             out.append(Hypothesis([probe], f"--env {e.name}=<host value>",
-                                  f"pass it with --env {e.name}=... or {plan.rt.env_prefix}{e.name}",
+                                  f"pass it with --env {e.name}=... or {plan.rt.env_hint(e.name)}",
                                   env={e.name: host_env[e.name]}))
     shadow = [p for p in failing if confirms(p, "nousersite")]
     if shadow:

@@ -53,11 +53,14 @@ def read_capped(path: str, cap: int = DEFAULT_CAP, follow: bool = False) -> byte
         os.close(fd)
 
 
-def walk(root: str, skip_hidden: bool = True) -> Iterator[Tuple[str, List[str]]]:
+def walk(root: str, skip_hidden: bool = True,
+         others: Optional[List[Tuple[str, str]]] = None) -> Iterator[Tuple[str, List[str]]]:
     """(directory, names of its regular files) under root, each directory once, links never followed.
 
     Sorted, so results depend only on the tree. Unreadable directories are skipped silently here:
-    callers report missing results, not missing directories.
+    callers report missing results, not missing directories. Entries that are neither a directory
+    nor a regular file (links, FIFOs, devices, sockets) are appended to `others` as (path, what),
+    so a caller can name the ones that pose as inputs instead of silently dropping them.
     """
     seen: Set[Tuple[int, int]] = set()
     stack = [root]
@@ -82,6 +85,9 @@ def walk(root: str, skip_hidden: bool = True) -> Iterator[Tuple[str, List[str]]]
                         subdirs.append(e.path)
                     elif e.is_file(follow_symlinks=False):
                         files.append(e.name)
+                    elif others is not None:
+                        others.append((e.path, "a symbolic link (not followed)" if e.is_symlink()
+                                       else "not a regular file (a FIFO, device or socket)"))
         except OSError:
             continue
         yield d, sorted(files)

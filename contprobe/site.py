@@ -33,7 +33,7 @@ SCHEMA: Dict[str, Dict[str, Tuple[type, Any]]] = {
     "launcher": {"kind": (str, "auto"), "depth": (int, 0), "cpu_bind": (str, ""), "args": (list, []),
                  "grace_s": (float, 30.0)},
     "runtime": {"kind": (str, "auto"), "module": (str, "")},
-    "gpus": {"per_node": (int, 0), "order": (str, "natural")},
+    "gpus": {"per_node": (int, 0), "order": (str, "natural"), "mig": (str, "")},
     "paths": {"binds": (list, []), "scratch": (str, "/tmp"), "image_dir": (str, "")},
     "proxy": {"url": (str, "")},
 }
@@ -57,6 +57,7 @@ class Site:
     runtime_module: str = ""
     gpus_per_node: int = 0
     gpu_order: str = "natural"            # "natural" | "reversed"
+    gpu_mig: str = ""                     # "" (not checked) | "enabled" | "disabled"
     default_binds: Tuple[str, ...] = ()
     scratch: str = "/tmp"
     image_dir: str = ""
@@ -82,7 +83,7 @@ class Site:
                 "launcher": {"kind": self.launcher, "depth": self.launcher_depth, "cpu_bind": self.launcher_cpu_bind,
                              "args": list(self.launcher_args), "grace_s": self.grace_s},
                 "runtime": {"kind": self.runtime, "module": self.runtime_module},
-                "gpus": {"per_node": self.gpus_per_node, "order": self.gpu_order},
+                "gpus": {"per_node": self.gpus_per_node, "order": self.gpu_order, "mig": self.gpu_mig},
                 "paths": {"binds": list(self.default_binds), "scratch": self.scratch, "image_dir": self.image_dir},
                 "proxy": {"url": self.proxy}, "notes": dict(self.fix_notes),
                 "perf": {p: {m: list(v) for m, v in ms.items()} for p, ms in self.perf.items()}}
@@ -175,6 +176,8 @@ def parse(raw: Dict[str, Any], path: Path) -> Site:
                             f"{', '.join(choices)}")
     if values["gpus"]["order"] not in ("natural", "reversed"):
         raise SiteError(f"site profile {path}: gpus.order must be natural or reversed")
+    if values["gpus"]["mig"] not in ("", "enabled", "disabled"):
+        raise SiteError(f"site profile {path}: gpus.mig must be enabled or disabled")
     name = values[""]["name"] or path.stem
     return Site(name=name, description=values[""]["description"],
                 detect_hostnames=tuple(values["detect"]["hostnames"]), detect_env=tuple(values["detect"]["env"]),
@@ -183,7 +186,8 @@ def parse(raw: Dict[str, Any], path: Path) -> Site:
                 launcher_cpu_bind=values["launcher"]["cpu_bind"], launcher_args=tuple(values["launcher"]["args"]),
                 grace_s=values["launcher"]["grace_s"], runtime=values["runtime"]["kind"],
                 runtime_module=values["runtime"]["module"], gpus_per_node=values["gpus"]["per_node"],
-                gpu_order=values["gpus"]["order"], default_binds=tuple(values["paths"]["binds"]),
+                gpu_order=values["gpus"]["order"], gpu_mig=values["gpus"]["mig"],
+                default_binds=tuple(values["paths"]["binds"]),
                 scratch=values["paths"]["scratch"], image_dir=values["paths"]["image_dir"],
                 proxy=values["proxy"]["url"], fix_notes=dict(notes), perf=_perf(raw.get("perf", {}), path),
                 path=str(path))

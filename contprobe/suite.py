@@ -8,9 +8,9 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
-from contprobe.inimage.options import MARKERS, BindExpectation, EnvExpectation
+from contprobe.inimage.options import EXPECTED_VALUE_PREFIX, MARKERS, BindExpectation, EnvExpectation
 
 PROBES_DIR = Path(__file__).resolve().parent / "inimage" / "probes"
 MARKEXPR_WORDS = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -77,6 +77,7 @@ def check_expression(flag: str, expr: str) -> None:
 class Expectations:
     """The operator's expectations, typed by the one option table (contprobe.inimage.options)."""
     gpus: Optional[int] = None
+    mig: Optional[str] = None
     ranks: Optional[int] = None
     binds: List[BindExpectation] = field(default_factory=list)
     envs: List[EnvExpectation] = field(default_factory=list)
@@ -92,20 +93,22 @@ class Expectations:
             check_markexpr(ns.markexpr)
         if ns.keyword:
             check_expression("-k", ns.keyword)
-        return cls(gpus=ns.expect_gpus, ranks=ns.expect_ranks, binds=list(ns.expect_bind), envs=list(ns.expect_env),
-                   proxy=ns.expect_proxy, allreduce_sizes=ns.allreduce_sizes, keyword=ns.keyword,
-                   markexpr=ns.markexpr, probe_timeout=ns.probe_timeout)
+        return cls(gpus=ns.expect_gpus, mig=ns.expect_mig, ranks=ns.expect_ranks, binds=list(ns.expect_bind),
+                   envs=list(ns.expect_env), proxy=ns.expect_proxy, allreduce_sizes=ns.allreduce_sizes,
+                   keyword=ns.keyword, markexpr=ns.markexpr, probe_timeout=ns.probe_timeout)
 
     def pytest_args(self) -> List[str]:
         args: List[str] = []
         if self.gpus is not None:
             args += ["--expect-gpus", str(self.gpus)]
+        if self.mig:
+            args += ["--expect-mig", self.mig]
         if self.ranks is not None:
             args += ["--expect-ranks", str(self.ranks)]
         for b in dict.fromkeys(self.binds):
             args += ["--expect-bind", b.as_arg()]
         for e in dict.fromkeys(self.envs):
-            args += ["--expect-env", e.as_arg()]
+            args += ["--expect-env", e.name]      # the value travels in the environment: env_values()
         if self.proxy:
             args.append("--expect-proxy")
         if self.allreduce_sizes:
@@ -116,6 +119,10 @@ class Expectations:
             args += ["-m", self.markexpr]
         args += ["--probe-timeout", f"{self.probe_timeout:g}"]
         return args
+
+    def env_values(self) -> Dict[str, str]:
+        """Expected values, for the probes' environment: on a command line any user could read them."""
+        return {f"{EXPECTED_VALUE_PREFIX}{e.name}": e.value for e in self.envs if e.value is not None}
 
 
 def pytest_argv(probes_dir: str, junit: Optional[str], exp: Expectations,

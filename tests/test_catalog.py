@@ -205,3 +205,111 @@ def test_cli_gotchas_unknown_id_is_usage_error():
     p = _gotchas("no-such-gotcha")
     assert p.returncode == 2
     assert p.stderr.count("\n") == 1 and "no-such-gotcha" in p.stderr and "Traceback" not in p.stderr
+
+
+# ---- the diagnosis engine (contprobe/inimage/scan.py) ------------------------------------------------------
+from contprobe.inimage import scan  # noqa: E402
+
+NCCL_SHM = "include/shm.h:28 NCCL WARN Call to posix_fallocate failed : No space left on device"
+
+
+def test_loader_checks_the_engine_fields(tmp_path):
+    def load(extra):
+        p = tmp_path / "c.toml"
+        p.write_text('[[gotcha]]\nid = "unknown"\ntitle = "t"\ncause = "c"\nfix = "f"\nsource = "s"\n'
+                     '[[gotcha]]\nid = "x"\ntitle = "t"\ncause = "c"\nfix = "f"\nsource = "s"\nseen_in = ["rank"]\n'
+                     + extra)
+        catalog._CACHE.pop(str(p), None)
+        return catalog.load(p)
+
+    assert load("broad = ['permission denied']\ncontext = ['apptainer build']\n")["x"].broad == ("permission denied",)
+    with pytest.raises(catalog.CatalogError, match="context"):
+        load("broad = ['permission denied']\n")
+    with pytest.raises(catalog.CatalogError, match="explains 'nope'"):
+        load("symptoms = ['abc def']\nexplains = ['nope']\n")
+    with pytest.raises(catalog.CatalogError, match="no literal"):
+        load("symptoms = ['[0-9]+ .* [a-z]+']\n")
+
+
+@pytest.mark.parametrize("pattern, literals", [
+    (r"nvidia-smi:? (command )?not found", {"nvidia-smi"}),
+    (r"(srun|sbatch): (command )?not found", {"not found"}),
+    (r"unrecognized (?:argument|option) '?-{0,2}(?:mca|bind-to)\b", {"unrecognized "}),
+    (r"libcuda\.so(\.1)?: cannot open", {": cannot open"}),
+    (r"[0-9]+ .*", None),
+])
+def test_needed_literals_are_contained_in_every_match(pattern, literals):
+    assert scan.needed_literals(pattern) == literals
+
+
+def test_every_catalog_pattern_has_a_literal_every_match_contains():
+    rules = catalog.rules(None)                 # raises on a pattern the prefilter could not see
+    assert len(rules.literals) > 100
+    assert all(lit == lit.lower() and len(lit) >= scan.NEEDED_LITERAL_MIN for lit in rules.literals)
+
+
+def test_info_lines_never_name_a_gotcha():
+    # NCCL's socket fallback and its interface choice are INFO lines of a working job.
+    info = ("x3004c0s1b0n0:12345:12400 [0] NCCL INFO NET/Socket : Using [0]hsn0:10.201.0.1<0>\n"
+            "x3004c0s1b0n0:12345:12400 [0] NCCL INFO NCCL_SOCKET_IFNAME set by environment to hsn0\n"
+            "INFO:    fakeroot command not found\n")
+    d = catalog.diagnose(info, None)
+    assert d.top == catalog.UNKNOWN and not d.unrecognised
+    # ...but an info line may pin a broad failure as its context.
+    d = catalog.diagnose(info + "FATAL:   While performing build: conveyor failed to get: while creating "
+                                "/tmp/build-temp-1/rootfs/dev/null: operation not permitted\n", "build")
+    assert d.ids == ["fakeroot-cmd-missing"]
+    assert [e.line for e in d.findings[0].evidence] == [4, 3]
+
+
+def test_broad_symptoms_need_context_and_specific_ones_win():
+    assert catalog.match("write /x/y: no space left on device", "pull") == catalog.UNKNOWN
+    home = "FATAL:   unable to Download Image: write /home/u/.apptainer/cache/library/sha256.1: no space left on device"
+    assert catalog.match(home, "pull") == "cache-in-home"
+    # The same words on NCCL's shared-memory line are /dev/shm, whatever cache path the log also shows.
+    d = catalog.diagnose(home + "\n" + NCCL_SHM, None)
+    assert d.top == "shm-too-small" and "cache-in-home" not in d.ids
+    assert catalog.match("Permission denied", "build") == catalog.UNKNOWN
+    assert catalog.match("apptainer build x.sif x.def\n/usr/bin/cp: Permission denied", "build") \
+        == "build-permission-denied"
+
+
+def test_unless_vetoes_the_near_miss():
+    text = "touch: cannot touch '/var/bla': Read-only file system"
+    assert catalog.match(text, "rank") == "image-read-only"
+    assert catalog.match("apptainer exec --writable-tmpfs x.sif touch /var/bla\n" + text, "rank") == catalog.UNKNOWN
+
+
+def test_root_cause_first_and_evidence_line_numbers():
+    text = ("starting job\n"
+            "[WARN] Kernel module nvidia_uvm is not loaded. Make sure the NVIDIA device driver is installed\n"
+            "nvidia-container-cli: initialization error: nvml error: driver not loaded\n")
+    d = catalog.diagnose(text, "launch")
+    assert d.ids == ["nvidia-driver-not-loaded", "nvidia-uvm-not-loaded"]
+    assert d.findings[1].explained_by == "nvidia-driver-not-loaded"
+    assert [e.line for e in d.findings[0].evidence] == [3]
+    assert catalog.match(text, "launch") == "nvidia-driver-not-loaded"
+
+
+def test_unrecognised_error_lines_are_reported_and_bounded():
+    text = "\n".join(["ok"] + [f"Error: something new {i}" for i in range(50)])
+    d = catalog.diagnose(text, None)
+    assert d.top == catalog.UNKNOWN
+    assert [e.line for e in d.unrecognised] == [2, 3, 4, 5, 6][:scan.UNRECOGNISED_MAX]
+
+
+def test_stream_scanner_is_bounded_and_independent_of_chunking():
+    body = ("epoch 1 loss 0.1\n" * 1000 + NCCL_SHM + "\r\n" + "x" * (scan.BLOCK + 7) + "\n") * 5 + "tail " + NCCL_SHM
+    data = body.encode()
+    rules = catalog.rules(None)
+    whole = scan.scan_stream([data], rules)
+    for size in (1 << 20, 4099, 977):
+        parts = [data[i:i + size] for i in range(0, len(data), size)]
+        d = scan.scan_stream(parts, rules)
+        assert d.ids == whole.ids == ["shm-too-small"]
+        assert d.findings[0].evidence == whole.findings[0].evidence
+        assert d.lines == whole.lines == body.count("\n") + 1
+    ev = whole.findings[0].evidence
+    # 1002 lines a round; capped at EVIDENCE_PER_GOTCHA; the CR of a CRLF line is not part of the text.
+    assert [e.line for e in ev] == [1001 + 1002 * i for i in range(scan.EVIDENCE_PER_GOTCHA)]
+    assert all(not e.text.endswith("\r") for e in ev)

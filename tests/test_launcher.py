@@ -36,6 +36,7 @@ def test_hydra_openmpi_and_srun_forms():
     ("HYDRA build details:\n    Version: 4.0.2", "hydra"),
     ("mpiexec (OpenRTE) 4.1.4\n\nReport bugs to http://www.open-mpi.org/community/help/", "openmpi"),
     ("slurm 22.05.8", "srun"),
+    ("slurm-wlm 22.05.8", "srun"),          # Debian's package, verbatim from `srun --version`
     ("something else", None),
 ])
 def test_each_launcher_recognises_its_own_banner(banner, flavour):

@@ -404,3 +404,36 @@ def test_rank_that_died_is_lost_and_keeps_its_journal(tmp_path):
     assert bind["outcome"] == "failed" and {r["rank"] for r in bind["ranks"]} == {0, 1}
     ecc = result(doc, "gpu.ecc")                          # the probe rank 1 died in
     assert {(r["rank"], r["outcome"]) for r in ecc["ranks"]} >= {(1, "error")}
+
+
+def test_advice_is_a_warning_not_a_failure(real, tmp_path):
+    """A cache in $HOME with room to spare is advice: verdict passed (exit 0), failed only under --strict."""
+    out = tmp_path / "run"
+    launch(lambda r, h: real["ok"], out / "ranks", ranks=1, hosts=1)
+    meta = {"command": "apptainer exec img.sif python3", "argv": [], "image": "img.sif", "expected_ranks": 1,
+            "hosts": ["n1"], "started_utc": "2025-03-04T02:00:00Z", "duration_s": 1.0,
+            "host_cases": [{"probe": "host.cache_dirs", "outcome": "warning", "duration_s": 0.0,
+                            "message": "APPTAINER_CACHEDIR unset: /home/u/.apptainer/cache is on $HOME",
+                            "gotcha": "cache-in-home", "fix": "Point cache and temp at node-local scratch"}]}
+    (out / "launch.json").write_text(json.dumps(meta))
+    res = report(out, "--json", tmp_path / "r.json", "--junit", tmp_path / "r.xml")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["verdict"] == "passed" and result(doc, "host.cache_dirs")["outcome"] == "warning"
+    case = [c for c in ET.parse(tmp_path / "r.xml").iter("testcase") if c.get("name") == "host.cache_dirs"][0]
+    assert not [c for c in case if c.tag in ("failure", "error", "skipped")]      # a passed testcase ...
+    props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert props["warning"] == "cache-in-home" and "scratch" in props["fix"]       # ... that says why
+    assert report(out, "--strict").returncode == 1                                 # the publish gate
+
+
+def test_cache_check_warns_on_advice_and_fails_only_when_space_is_short(tmp_path, monkeypatch):
+    from contprobe.checks import HostOptions, storage
+    monkeypatch.setenv("HOME", str(tmp_path))
+    opts = HostOptions(pulls=True)
+    advice = storage.check_cache_dirs(opts, env={})
+    assert (advice.outcome, advice.gotcha) == ("warning", "cache-in-home") and "$HOME" in advice.message
+    monkeypatch.setattr(storage, "MIN_FREE_GB", 1e12)
+    short = storage.check_cache_dirs(opts, env={})
+    assert (short.outcome, short.gotcha) == ("failed", "cache-in-home") and "GB free" in short.message
+    assert storage.check_cache_dirs(HostOptions(), env={}).outcome == "passed"      # no pull, no advice

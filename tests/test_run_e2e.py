@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from contprobe import pycache
 from tests.conftest import clean_env, result_of
 from tests.containers import as_user, chown_tree, home, image, run_as_user, user_dir
 
@@ -45,14 +46,20 @@ def test_all_pass_with_reproducer(host_dir):
     assert ctx["pytest_source"] == "image"
     assert result_of(doc, f"binds.expected[{host_dir}:rw]")["outcome"] == "passed"
     assert "verdict: PASSED" in res.out
+    # The probes' bytecode went to the operator's cache for this image (the image itself is read-only).
+    cached = Path(home(), ".cache", "contprobe", "pycache", pycache.image_key(str(img)))
+    assert any(cached.rglob("test_binds*.pyc")), "no bytecode cached for the probes"
     # The report's command is a working copy-paste reproducer.
     launch = json.load(open(os.path.join(out, "launch.json")))
-    argv = shlex.split(launch["command"])
+    words = shlex.split(launch["command"])
+    assigns = words[:words.index(launch["argv"][0])]
+    argv = words[len(assigns):]
     assert argv == launch["argv"] and argv[1] == "exec"
+    assert all(a.startswith("APPTAINERENV_") for a in assigns), assigns   # values travel in the environment
     for f in Path(out, "ranks").glob("*.xml"):
         f.unlink()
-    proc = subprocess.run(as_user(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env=clean_env(), cwd="/tmp", timeout=300)
+    proc = subprocess.run(as_user(["env", *assigns, *argv]), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, env=clean_env(), cwd="/tmp", timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert len(list(Path(out, "ranks").glob("junit-r00000-*.xml"))) == 1
 
@@ -95,9 +102,13 @@ def test_missing_variable_is_diagnosed_by_rerun():
 
 def test_variable_passes_without_cleanenv():
     """Nothing is switched on silently: without --cleanenv the host variable reaches the probes."""
-    env = clean_env(CP_E2E_SETTING="on")
-    res, doc, _ = run_json([str(image("base.sif")), "--expect-env", "CP_E2E_SETTING=on", "-m", "env"], env=env)
+    res, doc, out = run_json([str(image("base.sif")), "--expect-env", "CP_E2E_SETTING=on-4242", "-m", "env"],
+                             env=clean_env(CP_E2E_SETTING="on-4242"))
     assert res.rc == 0, res
+    # The expected value reached the probe through the environment: nothing on the command line that
+    # `ps` shows (the shell-quoted reproducer keeps it in an APPTAINERENV_ assignment in front).
+    argv = json.load(open(os.path.join(out, "launch.json")))["argv"]
+    assert "--expect-env" in argv and not any("on-4242" in a for a in argv), argv
     assert "--cleanenv" not in doc["context"]["command"]
     assert "PYTHONNOUSERSITE" not in doc["context"]["command"]
 

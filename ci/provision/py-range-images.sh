@@ -26,8 +26,7 @@ CPUSER=${CONTPROBE_USER:-cpuser}
 SQUASH_ARGS='-comp zstd -Xcompression-level 3'
 WORK=$CACHE/.work-py-range
 T_ALL=$(date +%s)
-declare -a SUMMARY=()
-declare -a MOUNTED=()
+RECORD_WIDTH=20
 
 log() { printf '[build-py-range] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -37,28 +36,14 @@ APT_Q=(-qq -o Dpkg::Use-Pty=0 -o Acquire::Languages=none -o Acquire::Check-Valid
 command -v apptainer >/dev/null || die "apptainer not found: run ci/provision/apptainer.sh first"
 command -v debootstrap >/dev/null || die "debootstrap not found: run ci/provision/apptainer.sh first"
 
-cleanup() {
-    local m
-    for m in "${MOUNTED[@]+"${MOUNTED[@]}"}"; do
-        mountpoint -q "$m" && umount -l "$m" || true
-    done
-}
-trap cleanup EXIT
-
 # shellcheck source=../lib/apt-mirror.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/apt-mirror.sh"
+# shellcheck source=../lib/image-cache.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/image-cache.sh"
 MIRROR=$(mirror_uri)
 
-# ---------- helpers (same behaviour as build-test-images.sh's; copied, since that script is not a library)
+# ---------- helpers (the cache and its recipe hashes: ci/lib/image-cache.sh)
 
-sha() { sha256sum | cut -c1-64; }
-recipe_hash() { local fns=$1; shift; { for f in $fns; do declare -f "$f"; done; printf '%s\n' "$@"; } | sha; }
-up_to_date() {  # NAME HASH
-    [ "${CONTPROBE_REBUILD:-0}" != 1 ] && [ -e "$CACHE/$1" ] && [ -f "$CACHE/$1.recipe-sha256" ] \
-        && [ "$(cat "$CACHE/$1.recipe-sha256")" = "$2" ]
-}
-human() { du -sh --apparent-size "$1" 2>/dev/null | cut -f1; }
-record() { SUMMARY+=("$(printf '%-20s %-8s %6ss  %s' "$1" "$(human "$CACHE/$1")" "$2" "$3")"); }
 
 # minimal /dev for a chroot (no bind mount of the host's /dev, so `rm -rf dev/*` stays safe)
 make_dev() {
@@ -165,29 +150,16 @@ exec 9>"$CACHE/.py-range.lock"
 flock -w 1800 9 || die "another build holds $CACHE/.py-range.lock"
 HELPERS="make_dev in_chroot finish_tree build_sif versions suite_of"
 
-step() {  # NAME RECIPE-FUNCTION TAG HASH
-    local name=$1 fn=$2 tag=$3 h=$4 t0
-    if up_to_date "$name" "$h"; then
-        log "$name: up to date, skipped"; record "$name" 0 cached; return
-    fi
-    log "$name: building"
-    t0=$(date +%s)
-    rm -f "$CACHE/$name.recipe-sha256"
-    "$fn" "$tag"
-    echo "$h" >"$CACHE/$name.recipe-sha256"
-    chmod 644 "$CACHE/$name.recipe-sha256"
-    log "$name: built in $(( $(date +%s) - t0 ))s"
-    record "$name" "$(( $(date +%s) - t0 ))" built
-}
 
 WANT=("$@")
 [ ${#WANT[@]} -gt 0 ] || WANT=(py39 py313)
 for tag in "${WANT[@]}"; do
     suite=$(suite_of "$tag")
     h_root=$(recipe_hash "recipe_root $HELPERS" "$suite" v1)
-    step "$tag-rootfs" recipe_root "$tag" "$h_root"
-    step "$tag.sif" recipe_sif "$tag" "$(recipe_hash "recipe_sif build_sif" "$h_root" "$SQUASH_ARGS")"
-    step "$tag-nopytest.sif" recipe_nopytest "$tag" "$(recipe_hash "recipe_nopytest $HELPERS" "$h_root" "$SQUASH_ARGS")"
+    cached_step "$tag-rootfs" "$h_root" recipe_root "$tag"
+    cached_step "$tag.sif" "$(recipe_hash "recipe_sif build_sif" "$h_root" "$SQUASH_ARGS")" recipe_sif "$tag"
+    cached_step "$tag-nopytest.sif" "$(recipe_hash "recipe_nopytest $HELPERS" "$h_root" "$SQUASH_ARGS")" \
+        recipe_nopytest "$tag"
 done
 rm -rf "$WORK"
 

@@ -3,7 +3,8 @@
 #   rootless podman 4.3.1 (Debian's; NERSC's podman-hpc wraps podman) and Charliecloud 0.31.
 #
 # Usage: bash ci/provision/runtimes.sh [install] [verify]   (as root; default: both)
-#   install  apt packages; XDG_RUNTIME_DIR; ~USER/.config/containers/{containers.conf,storage.conf};
+#   install  apt packages (catatonit for `podman run --init`, which contprobe's podman backend uses);
+#            XDG_RUNTIME_DIR; ~USER/.config/containers/{containers.conf,storage.conf};
 #            Charliecloud images of base.sif for $USER: $CONTPROBE_IMAGES/ch/base.sqfs (squashfs
 #            taken out of the SIF) and $CONTPROBE_IMAGES/ch/base/ (a directory image owned by USER)
 #   verify   run python3 in base with each runtime as USER, print timings. podman uses the registry
@@ -50,13 +51,15 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.2f", b-a}'; }
 
 install_packages() {
     local -a need=() p
-    for p in podman uidmap runc conmon charliecloud squashfs-tools squashfuse; do
+    for p in podman uidmap runc conmon catatonit charliecloud squashfs-tools squashfuse; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
     done
     if [ ${#need[@]} -gt 0 ]; then
         log "apt-get install ${need[*]}"
         local -a apt=(apt-get -o DPkg::Lock::Timeout=900 -y -qq --no-install-recommends install "${need[@]}")
-        DEBIAN_FRONTEND=noninteractive "${apt[@]}" >/dev/null
+        # a fresh machine's package lists may not know them yet
+        DEBIAN_FRONTEND=noninteractive "${apt[@]}" >/dev/null 2>&1 || {
+            apt-get -o DPkg::Lock::Timeout=900 -qq update; DEBIAN_FRONTEND=noninteractive "${apt[@]}" >/dev/null; }
     fi
 }
 
@@ -89,15 +92,20 @@ EOF
 # native rootless overlay: 0.4 s a run; the vfs fallback copies the image every run (12 s)
 driver = "overlay"
 EOF
-    local f changed=0
+    local f driver_changed=0
+    # only a storage driver change needs the old storage gone (podman refuses to switch drivers);
+    # any other change must keep the images other tests imported
+    if ! grep -q '^driver' "$cfg/storage.conf" 2>/dev/null || \
+        ! cmp -s <(grep '^driver' "$cfg/storage.conf.tmp") <(grep '^driver' "$cfg/storage.conf"); then
+        driver_changed=1
+    fi
     for f in containers.conf storage.conf; do
         if cmp -s "$cfg/$f.tmp" "$cfg/$f"; then rm -f "$cfg/$f.tmp"
-        else mv -f "$cfg/$f.tmp" "$cfg/$f"; changed=1; fi
+        else mv -f "$cfg/$f.tmp" "$cfg/$f"; fi
         chown "$CPUSER:$CPUSER" "$cfg/$f"
     done
-    # a storage driver change needs the old storage gone (podman refuses to switch drivers)
-    if [ $changed = 1 ] && [ -d "$HOME_/.local/share/containers/storage" ]; then
-        log "podman config changed: podman system reset for $CPUSER"
+    if [ $driver_changed = 1 ] && [ -d "$HOME_/.local/share/containers/storage" ]; then
+        log "podman storage driver changed: podman system reset for $CPUSER"
         as_user podman system reset --force >/dev/null 2>&1 || true
     fi
     log "podman: $(as_user podman info --format '{{.Store.GraphDriverName}} {{.Host.OCIRuntime.Name}} rootless={{.Host.Security.Rootless}}')"
@@ -180,14 +188,17 @@ do_verify() {
 }
 
 # rootless podman keeps a "pause" process (holder of the user namespace) after its first call; stop
-# it so that a verify leaves no process behind (podman starts a new one when next needed)
+# it so that a verify leaves no process behind (podman starts a new one when next needed). It ignores
+# SIGTERM, and its command line is podman's argv[0] (`podman` or `/usr/bin/podman`). A user with a
+# container still running keeps it.
 stop_pause() {
     local pf=$RUNDIR/libpod/tmp/pause.pid pid
     [ -s "$pf" ] || return 0
+    pgrep -u "$UID_" conmon >/dev/null && return 0
     pid=$(cat "$pf")
     if [ -d "/proc/$pid" ] && [ "$(stat -c %U "/proc/$pid")" = "$CPUSER" ] \
-        && [ "$(tr '\0' ' ' <"/proc/$pid/cmdline")" = "podman " ]; then
-        kill -TERM "$pid" 2>/dev/null || true
+        && [[ "$(tr '\0' ' ' <"/proc/$pid/cmdline")" =~ ^((/usr/bin/)?podman|catatonit\ -P)\ $ ]]; then
+        kill -KILL "$pid" 2>/dev/null || true
     fi
     rm -f "$pf"
 }

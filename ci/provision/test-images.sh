@@ -8,9 +8,10 @@
 #   mpich.sif     base + Debian MPICH + mpi4py built from source with mpicc.mpich
 #                 (+ torch/horovod copied from $CONTPROBE_VENV when that venv has them)
 #   openmpi.sif   base + Debian python3-mpi4py (Open MPI): "every rank is rank 0" under MPICH's mpiexec
+#   hostile.sif   base + a payload that plants links, FIFOs, forgeries, escapes and huge texts in its results
 #
 # Usage: bash ci/provision/test-images.sh [IMAGE...]      (as root, after ci/provision/apptainer.sh)
-#        IMAGE: rootfs base nopytest mpich openmpi (default: all)
+#        IMAGE: rootfs base nopytest mpich openmpi hostile (default: all)
 # Env:   CONTPROBE_IMAGES  cache dir (default /var/tmp/contprobe-images)
 #        CONTPROBE_VENV    venv with torch + horovod to copy into mpich.sif (default /opt/contprobe/venv)
 #        CONTPROBE_APT_MIRROR  Debian mirror (default: the one in this machine's apt sources)
@@ -30,8 +31,6 @@ MPI4PY_CFLAGS=${CONTPROBE_MPI4PY_CFLAGS:--O0 -g0}
 SQUASH_ARGS='-comp zstd -Xcompression-level 3'
 WORK=$CACHE/.work
 T_ALL=$(date +%s)
-declare -a SUMMARY=()
-declare -a MOUNTED=()
 
 log() { printf '[build-test-images] %s\n' "$*" >&2; }
 T_STEP=$(date +%s)
@@ -43,38 +42,13 @@ die() { log "ERROR: $*"; exit 1; }
 command -v apptainer >/dev/null || die "apptainer not found: run ci/provision/apptainer.sh first"
 command -v debootstrap >/dev/null || die "debootstrap not found: run ci/provision/apptainer.sh first"
 
-cleanup() {
-    local m
-    for m in "${MOUNTED[@]+"${MOUNTED[@]}"}"; do
-        mountpoint -q "$m" && umount -l "$m" || true
-    done
-}
-trap cleanup EXIT
-
 # shellcheck source=../lib/apt-mirror.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/apt-mirror.sh"
+# shellcheck source=../lib/image-cache.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/image-cache.sh"
 MIRROR=$(mirror_uri)
 
 # ---------- helpers ------------------------------------------------------------------------------
-
-sha() { sha256sum | cut -c1-64; }
-
-# recipe hash: the named functions' source + extra strings
-recipe_hash() {
-    local fns=$1; shift
-    { for f in $fns; do declare -f "$f"; done; printf '%s\n' "$@"; } | sha
-}
-
-up_to_date() {  # NAME HASH
-    [ "${CONTPROBE_REBUILD:-0}" != 1 ] && [ -e "$CACHE/$1" ] && [ -f "$CACHE/$1.recipe-sha256" ] \
-        && [ "$(cat "$CACHE/$1.recipe-sha256")" = "$2" ]
-}
-
-human() { du -sh --apparent-size "$1" 2>/dev/null | cut -f1; }
-
-record() {  # NAME SECONDS STATUS
-    SUMMARY+=("$(printf '%-14s %-8s %6ss  %s' "$1" "$(human "$CACHE/$1")" "$2" "$3")")
-}
 
 # minimal /dev for a chroot (no bind mount of the host's /dev: a later `rm -rf dev/*` stays safe)
 make_dev() {
@@ -261,6 +235,18 @@ recipe_openmpi() {
     rm -rf "$d"
 }
 
+# hostile: base + a payload every Python start loads (.pth) that, when the probes end, plants in the
+# results directory what issue 9 lists (tests/test_hostile_e2e.py). Files only: no chroot needed.
+HOSTILE_SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/hostile"
+recipe_hostile() {
+    local d; d=$(copy_rootfs hostile)
+    local dst="$d/usr/local/lib/python3.11/dist-packages"
+    mkdir -p "$dst"
+    install -m 644 "$HOSTILE_SRC/contprobe_hostile.py" "$HOSTILE_SRC/contprobe_hostile.pth" "$dst/"
+    build_sif "$d" hostile.sif
+    rm -rf "$d"
+}
+
 # ---------- driver --------------------------------------------------------------------------------
 
 mkdir -p "$CACHE"
@@ -275,37 +261,24 @@ H_NOPYTEST=$(recipe_hash "recipe_nopytest $HELPERS" "$H_ROOTFS" "$SQUASH_ARGS")
 H_MPICH=$(recipe_hash "recipe_mpich venv_items $HELPERS" "$H_ROOTFS" "$SQUASH_ARGS" "$MPI4PY_VERSION" "$MPI4PY_CFLAGS" \
           "$(venv_items | tr '\n' ' ')")
 H_OPENMPI=$(recipe_hash "recipe_openmpi $HELPERS" "$H_ROOTFS" "$SQUASH_ARGS")
+H_HOSTILE=$(recipe_hash "recipe_hostile $HELPERS" "$H_ROOTFS" "$SQUASH_ARGS" \
+            "$(cat "$HOSTILE_SRC/contprobe_hostile.py" "$HOSTILE_SRC/contprobe_hostile.pth" | sha)")
 
-step() {  # NAME(file in cache) RECIPE HASH
-    local name=$1 fn=$2 h=$3 t0
-    if up_to_date "$name" "$h"; then
-        log "$name: up to date, skipped"
-        record "$name" 0 "cached"
-        return
-    fi
-    log "$name: building"
-    t0=$(date +%s); T_STEP=$t0
-    rm -f "$CACHE/$name.recipe-sha256"
-    "$fn"
-    echo "$h" >"$CACHE/$name.recipe-sha256"
-    chmod 644 "$CACHE/$name.recipe-sha256"
-    log "$name: built in $(( $(date +%s) - t0 ))s"
-    record "$name" "$(( $(date +%s) - t0 ))" "built"
-}
 
 WANT=("$@")
-[ ${#WANT[@]} -gt 0 ] || WANT=(rootfs base nopytest mpich openmpi)
+[ ${#WANT[@]} -gt 0 ] || WANT=(rootfs base nopytest mpich openmpi hostile)
 for w in "${WANT[@]}"; do
-    case $w in rootfs|base|nopytest|mpich|openmpi) ;; *) die "unknown image '$w'";; esac
+    case $w in rootfs|base|nopytest|mpich|openmpi|hostile) ;; *) die "unknown image '$w'";; esac
 done
 want() { local w; for w in "${WANT[@]}"; do [ "$w" = "$1" ] && return 0; done; return 1; }
 
 # every image derives from rootfs
-step rootfs recipe_rootfs "$H_ROOTFS"
-want base     && step base.sif     recipe_base     "$H_BASE"
-want nopytest && step nopytest.sif recipe_nopytest "$H_NOPYTEST"
-want mpich    && step mpich.sif    recipe_mpich    "$H_MPICH"
-want openmpi  && step openmpi.sif  recipe_openmpi  "$H_OPENMPI"
+cached_step rootfs "$H_ROOTFS" recipe_rootfs
+want base     && cached_step base.sif "$H_BASE" recipe_base
+want nopytest && cached_step nopytest.sif "$H_NOPYTEST" recipe_nopytest
+want mpich    && cached_step mpich.sif "$H_MPICH" recipe_mpich
+want openmpi  && cached_step openmpi.sif "$H_OPENMPI" recipe_openmpi
+want hostile  && cached_step hostile.sif "$H_HOSTILE" recipe_hostile
 rm -rf "$WORK"
 
 log "images in $CACHE (total $(( $(date +%s) - T_ALL ))s):"

@@ -15,7 +15,7 @@ from contprobe.model import Case
 
 @dataclass(frozen=True)
 class Check:
-    outcome: str            # passed | failed | skipped
+    outcome: str            # passed | warning | failed | skipped
     message: str = ""
     gotcha: str = ""
 
@@ -28,13 +28,18 @@ def failed(gotcha: str, message: str) -> Check:
     return Check("failed", message, gotcha)
 
 
+def warning(gotcha: str, message: str) -> Check:
+    """Advice: the setup is risky but has not failed (the verdict fails on it only under --strict)."""
+    return Check("warning", message, gotcha)
+
+
 def skipped(message: str, gotcha: str = "") -> Check:
     return Check("skipped", message, gotcha)
 
 
 @dataclass(frozen=True)
 class HostOptions:
-    runtime: str = "auto"           # auto | apptainer | singularity
+    runtime: str = "auto"           # auto | a runtime backend's name
     need_runtime: bool = False       # a missing runtime fails (run) or only skips (doctor)
     pulls: bool = False              # a registry image will be pulled / a build bootstraps
     build: bool = False              # a --fakeroot build follows
@@ -44,6 +49,7 @@ class HostOptions:
 
 
 def run_all(opts: HostOptions) -> List[Case]:
+    from contprobe import runtimes
     from contprobe.checks import network, runtime, storage, userns
     checks: List[tuple] = [
         ("host.runtime", lambda: runtime.check(opts)),
@@ -53,6 +59,10 @@ def run_all(opts: HostOptions) -> List[Case]:
         ("host.cwd_symlink", storage.check_cwd),
         ("host.proxy", lambda: network.check_proxy(opts, opts.env)),
     ]
+    try:  # the runtime's own checks (podman: rootless setup; charliecloud: $USER and its storage)
+        checks += runtimes.detect(opts.runtime).host_checks()
+    except runtimes.RuntimeNotFound:
+        pass
     return [_result(pid, fn) for pid, fn in checks]
 
 

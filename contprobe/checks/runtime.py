@@ -12,5 +12,4 @@ def check(opts: HostOptions) -> Check:
         hint = f"; {opts.module_hint}" if opts.module_hint else ""
         return failed("runtime-not-found", f"{exc}{hint}") if opts.need_runtime \
             else skipped(f"{exc}{hint}", "runtime-not-found")
-    names = (f"variables: {found.env_prefix}NAME, {found.cachedir_var}, {found.tmpdir_var}")
-    return passed(f"{found.describe()}; {names}")
+    return passed(f"{found.describe()}; {found.variables_note()}")

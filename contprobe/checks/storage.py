@@ -6,7 +6,7 @@ import shutil
 from typing import List, Optional, Tuple
 
 from contprobe import runtimes
-from contprobe.checks import Check, HostOptions, failed, passed
+from contprobe.checks import Check, HostOptions, failed, passed, skipped, warning
 
 NETWORK_FS = {"nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "beegfs", "fuse.sshfs", "ceph", "dvs", "wekafs"}
 MIN_FREE_GB = 10.0
@@ -46,26 +46,35 @@ def _existing_parent(path: str) -> str:
 
 def check_cache_dirs(opts: HostOptions, env=None) -> Check:
     try:
-        prefix = runtimes.detect(opts.runtime).var_prefix
+        rt = runtimes.detect(opts.runtime)
     except runtimes.RuntimeNotFound:
-        prefix = "APPTAINER"
+        rt = None
+    if rt is not None and not rt.var_prefix:   # podman, charliecloud: their own host check covers storage
+        return skipped(f"{rt.name} keeps images in its own storage: see host.{rt.name}")
+    prefix = rt.var_prefix if rt is not None else "APPTAINER"
     home = os.path.realpath(os.path.expanduser("~"))
-    notes, problems = [], []
+    notes, risks, short = [], [], []
     for var, path in cache_locations(prefix, env):
         where = _existing_parent(path)
         free_gb = shutil.disk_usage(where).free / 1e9
         kind = fs_type(where)
         notes.append(f"{var}={path} ({kind or '?'}, {free_gb:.1f} GB free)")
+        if not (opts.build or opts.pulls):
+            continue
         under_home = os.path.realpath(where) == home or os.path.realpath(where).startswith(home + "/")
         set_explicitly = var in (env if env is not None else os.environ)
-        if (opts.build or opts.pulls) and not set_explicitly and (under_home or kind in NETWORK_FS):
-            problems.append(f"{var} unset: {path} is on {'$HOME' if under_home else kind}")
-        elif kind in NETWORK_FS and (opts.build or opts.pulls):
-            problems.append(f"{var}={path} is on a network file system ({kind})")
-        elif free_gb < MIN_FREE_GB and (opts.build or opts.pulls):
-            problems.append(f"{var}={path}: only {free_gb:.1f} GB free")
-    if problems:
-        return failed("cache-in-home", "; ".join(problems))
+        # Only a lack of space bites now; a cache in $HOME or on a network file system is advice:
+        # it works until the quota fills, so it is a warning unless the space is already short.
+        if free_gb < MIN_FREE_GB:
+            short.append(f"{var}={path}: only {free_gb:.1f} GB free")
+        elif not set_explicitly and (under_home or kind in NETWORK_FS):
+            risks.append(f"{var} unset: {path} is on {'$HOME' if under_home else kind} ({free_gb:.1f} GB free)")
+        elif kind in NETWORK_FS:
+            risks.append(f"{var}={path} is on a network file system ({kind})")
+    if short:
+        return failed("cache-in-home", "; ".join(short + risks))
+    if risks:
+        return warning("cache-in-home", "; ".join(risks))
     return passed("; ".join(notes))
 
 

@@ -42,7 +42,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def default_recipe(base_path: str) -> str:
-    return (f"Bootstrap: localimage\nFrom: {base_path}\n\n"
+    # a registry base is bootstrapped from its registry (Bootstrap: docker / oras, From without the
+    # scheme); `localimage` only takes a file or a sandbox
+    scheme, sep, rest = base_path.partition("://")
+    head = f"Bootstrap: {scheme}\nFrom: {rest}" if sep else f"Bootstrap: localimage\nFrom: {base_path}"
+    return (f"{head}\n\n"
             f"%environment\n    export {MARKER_VAR}=1\n\n"
             f"%post\n    echo 'added by contprobe build-check' > /etc/contprobe-build-check\n")
 

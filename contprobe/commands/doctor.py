@@ -58,7 +58,7 @@ def run(req: DoctorRequest) -> int:
         argv = pytest_argv(str(PROBES_DIR), None, req.exp, results_dir=ranks, python=sys.executable)
         argv[3:3] = ["-p", "no:cacheprovider"]
         # The user's environment as it is: the leak probes must see what their jobs see.
-        res = execute(argv, os.path.join(out, "pytest.log"), req.timeout, cwd=out)
+        res = execute(argv, os.path.join(out, "pytest.log"), req.timeout, env=req.exp.env_values(), cwd=out)
         if res.returncode == 5:
             raise UsageError("no probe matches the -k/-m selection")
         if res.returncode in (3, 4) or not os.listdir(ranks):

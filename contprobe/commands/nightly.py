@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from contprobe import schedulers
+from contprobe import harness, schedulers
 from contprobe.commands import args as cargs
 from contprobe.reports import pipeline
 from contprobe.site import Site, load_or_detect
@@ -94,9 +94,15 @@ def night_dir(root: str, night: str) -> str:
 def run(req: NightlyRequest) -> int:
     imgs = images_in(req.image_dir)
     night = req.night or time.strftime("%Y-%m-%d", time.gmtime())
-    os.makedirs(req.out_root, exist_ok=True)
-    root = night_dir(req.out_root, night)
+    try:
+        os.makedirs(req.out_root, exist_ok=True)
+        root = night_dir(req.out_root, night)
+    except OSError as exc:   # under a file, unwritable: one line before anything runs
+        raise UsageError(f"--out-root {req.out_root}: {exc.strerror or exc}") from None
     os.makedirs(os.path.join(root, "results"))
+    # one read-only harness for every image of the night (their runs find it through the variable
+    # and copy nothing); ranks and re-runs of each image bind it as they would their own
+    shared = harness.stage(os.path.join(root, ".harness"))
     alloc = schedulers.current(preferred=req.site.scheduler)
     hosts = alloc.hosts if alloc else []
     per = req.nodes_per_image or max(1, len(hosts)) if hosts else 1
@@ -113,7 +119,7 @@ def run(req: NightlyRequest) -> int:
         hs = slices[i % jobs]
         argv = [sys.executable, "-m", "contprobe", req.command, img, "--out", out, "--site", req.site.name,
                 "--timeout", f"{req.timeout:g}", *req.run_args]
-        env = dict(os.environ)
+        env = dict(os.environ, **{harness.SHARED_VAR: shared})
         if hs and alloc is not None:
             if alloc.scheduler == "pbs":
                 fd, hostfile = tempfile.mkstemp(prefix=f"hosts-{name}-", dir=root)

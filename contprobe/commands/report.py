@@ -36,8 +36,6 @@ def main(ns: argparse.Namespace) -> int:
     if ns.history and not os.path.isdir(ns.history):
         raise UsageError(f"--history {ns.history}: no such directory")
     outs = cargs.outputs(ns, out_dir=ns.out)
-    if outs.junit == "-" or outs.html == "-":
-        raise UsageError("--junit and --html need a file name")
     return pipeline.report(pipeline.ReportRequest(paths=ns.paths, site=load_or_detect(ns.site), outputs=outs,
                                                   expect_ranks=ns.expect_ranks, baseline=ns.baseline,
                                                   history=ns.history, workers=ns.workers, title=ns.title,

@@ -14,14 +14,14 @@ import stat
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
-from contprobe import harness, image as images, launchers, runtimes, safeio, textsafe
+from contprobe import harness, image as images, launchers, pycache, runtimes, safeio, schedulers, textsafe
 from contprobe.checks import HostOptions, run_all
 from contprobe.commands import args as cargs
 from contprobe.inimage import catalog
-from contprobe.inimage.redact import redact_output
-from contprobe.launch import LaunchResult, Plan, execute
+from contprobe.launch import ALL_WROTE, LaunchResult, Plan, execute
+from contprobe.launchers import nodelog
 from contprobe.model import Case, LaunchRecord, LostRank
 from contprobe.reports import pipeline
 from contprobe.reports.collect import JOURNAL_FILE, RANK_FILE
@@ -97,7 +97,10 @@ def prepare_out(out: str, force: bool) -> str:
     out = os.path.abspath(out)
     if os.path.islink(out) or (os.path.exists(out) and not os.path.isdir(out)):
         raise UsageError(f"--out {out}: not a directory")
-    empty = safeio.is_empty_dir(out)
+    try:
+        empty = safeio.is_empty_dir(out)
+    except OSError as exc:   # e.g. a parent this user cannot enter
+        raise UsageError(f"--out {out}: {exc.strerror or exc}") from None
     if empty is False:
         if not force:
             raise UsageError(f"--out {out} is not empty: give a new directory, or --force to replace its contents")
@@ -122,7 +125,7 @@ def prepare_out(out: str, force: bool) -> str:
 
 def write_record(out: str, rec: LaunchRecord) -> None:
     safeio.write_text(os.path.join(out, "launch.json"),
-                      redact_output(textsafe.json_dumps(rec.to_json(), indent=2)) + "\n")
+                      pipeline.redact_document(textsafe.json_dumps(rec.to_json(), indent=2), "json") + "\n")
 
 
 # ---- planning ----------------------------------------------------------------------------------
@@ -170,8 +173,10 @@ def make_plan(req: RunRequest, out: str, host: List[Case]) -> Optional[Plan]:
     except images.ImageError as exc:
         raise UsageError(str(exc)) from None
     own = launcher is not None and launcher.name == site.launcher
+    # srun gets the allocation's hosts it should use: nightly gives each image its own slice.
+    span = tuple(planned_hosts(req)) if launcher is not None and launcher.name == "srun" and req.ppn else ()
     req_l = launchers.LaunchRequest(
-        ranks=req.ranks, ppn=req.ppn, hostfile=hostfile,
+        ranks=req.ranks, ppn=req.ppn, hostfile=hostfile, hosts=span,
         depth=site.launcher_depth or None if own else None,
         cpu_bind=(site.launcher_cpu_bind or None) if own else None,
         extra=site.launcher_args if own else ())
@@ -180,16 +185,40 @@ def make_plan(req: RunRequest, out: str, host: List[Case]) -> Optional[Plan]:
                 cleanenv=req.cleanenv, exp=req.exp, harness_dir=os.path.join(out, ".harness"),
                 results_dir=os.path.join(out, "ranks"), ranks=req.ranks, launcher=launcher,
                 launch_req=req_l, gpus_per_node=gpus, gpu_order=site.gpu_order,
-                grace_s=req.grace or site.grace_s)
+                grace_s=req.grace or site.grace_s, pycache_dir=pycache.prepare(user_cache(), img.path) or "")
 
 
 # ---- what the launch log says about ranks that never reported --------------------------------------
-def lost_ranks(results_dir: str, expected: int, res: LaunchResult) -> List[LostRank]:
-    wrote, journals = set(), {}
+def planned_hosts(req: RunRequest) -> List[str]:
+    """The hosts a multi-rank launch spans, in placement order: the hostfile's, else the allocation's
+    (the first ceil(ranks/ppn) of them); empty when neither is known."""
+    if req.ranks <= 1:
+        return []
+    if req.hostfile:
+        hosts = launchers.hosts_from_nodefile(req.hostfile)
+    else:
+        alloc = schedulers.current(preferred=req.site.scheduler)
+        hosts = list(alloc.hosts) if alloc else []
+    return hosts[:-(-req.ranks // req.ppn)] if hosts and req.ppn else hosts
+
+
+def _node_findings(log: str, image: str, started: Set[str]) -> Dict[str, nodelog.NodeFault]:
+    """Nodes the launcher blamed; 'cannot open the image' counts against a node only where the image
+    exists here and none of that node's ranks started."""
+    here = os.path.exists(image) and catalog.match(log, "launch", among=["image-unreadable"]) == "image-unreadable"
+    return {f.host: f for f in nodelog.node_faults(log, image_missing=here)
+            if f.gotcha != "image-missing-on-node" or f.host not in started}
+
+
+def lost_ranks(results_dir: str, expected: int, res: LaunchResult, hosts: Sequence[str] = (),
+               image: str = "") -> Tuple[List[LostRank], List[nodelog.NodeFault]]:
+    """Ranks without a JUnit file, each on its host (its journal's, the launcher's task line, or block
+    placement over `hosts`) with the cause the launch log names; and the nodes the log blames."""
+    wrote, journals = {}, {}
     for name in os.listdir(results_dir):
         m = RANK_FILE.match(name)
         if m:
-            wrote.add(int(m.group(1)))
+            wrote[int(m.group(1))] = m.group(2)
         m = JOURNAL_FILE.match(name)
         if m:
             journals[int(m.group(1))] = m.group(2)
@@ -203,9 +232,31 @@ def lost_ranks(results_dir: str, expected: int, res: LaunchResult) -> List[LostR
         why = f"launch exit code {res.returncode}"
     gotcha = catalog.match(res.log, "launch")
     gotcha = "rank-lost" if gotcha == catalog.UNKNOWN else gotcha
-    return [LostRank(r, journals.get(r, "?"), f"{'ended before writing its JUnit' if r in journals else 'no result file'}"
-                                               f"; {why}", gotcha)
-            for r in range(expected) if r not in wrote]
+    faults = _node_findings(res.log, image, set(wrote.values()) | set(journals.values()))
+    ends = nodelog.task_ends(res.log)
+    per = -(-expected // len(hosts)) if hosts else 0
+    lost = []
+    for r in range(expected):
+        if r in wrote:
+            continue
+        host = journals.get(r) or ends.get(r, ("",))[0] or (hosts[min(r // per, len(hosts) - 1)] if per else "?")
+        what = "ended before writing its JUnit" if r in journals else "no result file"
+        fault = faults.get(host)
+        if fault is not None:
+            lost.append(LostRank(r, host, f"{what}; node {host}: {fault.evidence}; {why}", fault.gotcha))
+        elif faults:   # a healthy node's rank, ended with the step (srun cancels it on every node)
+            first = next(iter(faults.values()))
+            lost.append(LostRank(r, host, f"{what}; ended with the launch after node {', '.join(faults)} "
+                                          f"failed; {why}", first.gotcha))
+        else:
+            lost.append(LostRank(r, host, f"{what}; {why}", gotcha))
+    return lost, list(faults.values())
+
+
+def node_cases(faults: Sequence[nodelog.NodeFault]) -> List[Case]:
+    """One failed host-side row per node the launcher blamed: the report names the host to drain."""
+    return [Case(f"launch.node[{f.host}]", "failed", 0.0, f"drain {f.host}: {f.evidence}", f.gotcha,
+                 catalog.get(f.gotcha).fix_line, None, f.evidence) for f in faults]
 
 
 def last_lines(text: str, n: int = 3) -> str:
@@ -219,8 +270,9 @@ def run(req: RunRequest) -> int:
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     out = prepare_out(req.out or default_out(req.image), req.force)
     remote = "://" in req.image
+    runtime = req.runtime if req.runtime != "auto" else req.site.runtime   # the site profile picks it
     host = list(req.host_cases) if req.host_cases is not None else \
-        run_all(HostOptions(runtime=req.runtime, need_runtime=True, pulls=remote,
+        run_all(HostOptions(runtime=runtime, need_runtime=True, pulls=remote,
                             module_hint=req.site.runtime_module, site_proxy=req.site.proxy))
     rec = LaunchRecord(mode=req.mode, image=req.image, site=req.site.name, expected_ranks=req.ranks,
                        hosts=[socket.gethostname()], started_utc=started)
@@ -235,7 +287,7 @@ def run(req: RunRequest) -> int:
     digest: Dict[str, str] = {}
     hasher = threading.Thread(target=lambda: digest.setdefault("d", plan.image.digest(user_cache())), daemon=True)
     hasher.start()  # hashing a multi-GB SIF overlaps with the launch instead of adding to it
-    harness.stage(plan.harness_dir)
+    plan.harness_dir = harness.prepare(out, user_cache())
     os.makedirs(plan.results_dir, mode=0o700)
     argv, env = plan.argv()
     rec.argv, rec.command = argv, run_argv_quoted(argv, env)
@@ -243,7 +295,12 @@ def run(req: RunRequest) -> int:
     res = execute(argv, os.path.join(out, "launch.log"), req.timeout, env=env, results_dir=plan.results_dir,
                   expected=plan.ranks, grace_s=plan.grace_s)
     rec.exit_code, rec.timed_out = res.returncode, res.timed_out
-    rec.lost = lost_ranks(plan.results_dir, plan.ranks, res)
+    rec.hosts = (planned_hosts(req) if plan.launcher is not None else []) or rec.hosts
+    rec.lost, faults = lost_ranks(plan.results_dir, plan.ranks, res, rec.hosts, plan.image.path)
+    rec.host_cases += node_cases(faults)
+    if res.ended_early == ALL_WROTE and not rec.lost:
+        rec.host_cases.append(Case("launch.exit", "warning", res.duration_s, f"ended {plan.grace_s:g} s after "
+                                   f"{ALL_WROTE}", "mpi-finalize-hang", catalog.get("mpi-finalize-hang").fix_line))
     if len(rec.lost) == plan.ranks and not os.listdir(plan.results_dir):
         gotcha = catalog.match(res.log, "launch")
         rec.host_cases.append(Case("launch.container", "error", res.duration_s, f"no results: {last_lines(res.log)}",

@@ -31,13 +31,17 @@ def apply_site(req: runcmd.RunRequest, site: Site, env: Optional[Mapping[str, st
             if not any(e.path == path for e in req.exp.binds):
                 req.exp.binds.append(BindExpectation(path, False))
     alloc = schedulers.current(env, site.scheduler)
-    if alloc is not None and req.ranks == 1 and site.gpus_per_node:
-        req.ranks = len(alloc.hosts) * site.gpus_per_node
-        req.ppn = req.ppn or site.gpus_per_node
+    # One rank per GPU; on a site without GPUs, as many as the allocation has tasks per node.
+    per_node = site.gpus_per_node or (alloc.ranks_per_node if alloc is not None else None)
+    if alloc is not None and req.ranks == 1 and per_node:
+        req.ranks = len(alloc.hosts) * per_node
+        req.ppn = req.ppn or per_node
         if alloc.hostfile and not req.hostfile and req.launcher != "srun" and site.launcher != "srun":
             req.hostfile = alloc.hostfile
     if req.exp.gpus is None and site.gpus_per_node:
         req.exp.gpus = 1 if req.ranks > 1 else site.gpus_per_node
+    if req.exp.mig is None and site.gpu_mig:
+        req.exp.mig = site.gpu_mig
     if req.exp.ranks is None and req.ranks > 1:
         req.exp.ranks = req.ranks
     req.mode, req.title = "validate", "contprobe validate"

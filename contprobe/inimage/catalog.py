@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 try:  # Python >= 3.11
     import tomllib as _toml  # novermin (guarded: 3.8 - 3.10 fall back below)
@@ -13,6 +13,8 @@ except ImportError:  # images with Python 3.8 - 3.10
         import tomli as _toml  # type: ignore[no-redef]
     except ImportError:
         from contprobe.inimage._vendor import tomli as _toml  # type: ignore[no-redef]
+
+from contprobe.inimage import scan
 
 # One TOML file per family of failures, read in name order (the order decides nothing but listing).
 CATALOG_PATH = Path(__file__).with_name("data") / "gotchas"
@@ -30,15 +32,15 @@ class Gotcha:
     refs: Tuple[str, ...] = ()
     seen_in: Tuple[str, ...] = ()      # stages whose output can show it: pull, build, launch, rank
     rerun: str = ""                    # the one-change re-run that confirms it (RERUNS)
-    _patterns: Tuple["re.Pattern[str]", ...] = field(default=(), repr=False, compare=False)
+    broad: Tuple[str, ...] = ()        # wording other causes share: names it only with a context line
+    context: Tuple[str, ...] = ()      # one of these must also appear for a broad symptom to count
+    unless: Tuple[str, ...] = ()       # the near-miss: any of these in the text vetoes the gotcha
+    explains: Tuple[str, ...] = ()     # gotchas this one causes: listed after it (root cause first)
 
     @property
     def fix_line(self) -> str:
         """First line of the fix: what fits in a table cell."""
         return self.fix.strip().splitlines()[0] if self.fix.strip() else ""
-
-    def matches(self, text: str) -> bool:
-        return any(p.search(text) for p in self._patterns)
 
     def as_dict(self) -> Dict[str, str]:
         return {"id": self.id, "title": self.title, "cause": self.cause,
@@ -51,7 +53,9 @@ class CatalogError(ValueError):
 
 STAGES = ("pull", "build", "launch", "rank")
 RERUNS = ("gpus", "bind", "env", "nousersite")
-FIELDS = {"id", "title", "cause", "fix", "source", "symptoms", "refs", "seen_in", "rerun"}
+FIELDS = {"id", "title", "cause", "fix", "source", "symptoms", "refs", "seen_in", "rerun",
+          "broad", "context", "unless", "explains"}
+PATTERN_FIELDS = ("symptoms", "broad", "context", "unless")
 
 
 def _parse(data: dict) -> Dict[str, Gotcha]:
@@ -62,16 +66,25 @@ def _parse(data: dict) -> Dict[str, Gotcha]:
             raise CatalogError(f"gotcha #{i + 1} ({raw.get('id')!r}): unknown field {extra[0]!r}")
         try:
             gid = raw["id"]
-            symptoms = tuple(raw.get("symptoms", ()))
+            pats = {k: tuple(raw.get(k, ())) for k in PATTERN_FIELDS}
             seen_in = tuple(raw.get("seen_in", ()))
             bad = [x for x in seen_in if x not in STAGES]
-            if bad or (symptoms and not seen_in) or raw.get("rerun", "") not in ("",) + RERUNS:
+            if bad or ((pats["symptoms"] or pats["broad"]) and not seen_in) \
+                    or raw.get("rerun", "") not in ("",) + RERUNS:
                 raise CatalogError(f"gotcha {gid!r}: seen_in must name stages of {STAGES} when it has symptoms, "
                                    f"rerun one of {RERUNS}")
+            if bool(pats["broad"]) != bool(pats["context"]):
+                raise CatalogError(f"gotcha {gid!r}: broad symptoms need context patterns (and context needs broad)")
+            for k, ps in pats.items():
+                for s in ps:
+                    re.compile(s, re.IGNORECASE)
+                    if not scan.needed_literals(s):
+                        raise CatalogError(f"gotcha {gid!r}: {k} pattern {s!r} has no literal of "
+                                           f"{scan.NEEDED_LITERAL_MIN}+ characters every match contains")
             g = Gotcha(id=gid, title=raw["title"], cause=raw["cause"], fix=raw["fix"],
-                       source=raw["source"], symptoms=symptoms, refs=tuple(raw.get("refs", ())),
-                       seen_in=seen_in, rerun=raw.get("rerun", ""),
-                       _patterns=tuple(re.compile(s, re.IGNORECASE) for s in symptoms))
+                       source=raw["source"], symptoms=pats["symptoms"], refs=tuple(raw.get("refs", ())),
+                       seen_in=seen_in, rerun=raw.get("rerun", ""), broad=pats["broad"],
+                       context=pats["context"], unless=pats["unless"], explains=tuple(raw.get("explains", ())))
         except KeyError as exc:
             raise CatalogError(f"gotcha #{i + 1} lacks field {exc}") from None
         except re.error as exc:
@@ -81,6 +94,10 @@ def _parse(data: dict) -> Dict[str, Gotcha]:
         out[gid] = g
     if UNKNOWN not in out:
         raise CatalogError("the catalog must define the 'unknown' entry")
+    for g in out.values():
+        missing = [x for x in g.explains if x not in out or x == g.id]
+        if missing:
+            raise CatalogError(f"gotcha {g.id!r}: explains {missing[0]!r}, which is not another catalog entry")
     return out
 
 
@@ -113,28 +130,44 @@ def get(gotcha_id: str) -> Gotcha:
     return cat.get(gotcha_id, cat[UNKNOWN])
 
 
-MATCH_WINDOW = 64 * 1024     # characters of a text the patterns see: its head and its tail
+MATCH_WINDOW = 64 * 1024     # characters of a long text shown as an excerpt (head and tail)
 
 
 def excerpt(text: str, window: int = MATCH_WINDOW) -> str:
-    """A bounded view of a text (a 200 MB failure must not take minutes): where errors are."""
+    """A bounded view of a text for display: its head and its tail, where errors are."""
     if len(text) <= window:
         return text
     half = window // 2
     return text[:half] + "\n" + text[-half:]
 
 
-def match(text: str, stage: str = "rank", among: Optional[Iterable[str]] = None) -> str:
-    """Id of the first catalog entry seen in this stage whose symptoms match text, else 'unknown'.
+Stage = Union[None, str, Tuple[str, ...]]
+_RULES: Dict[Tuple[Stage, Optional[Tuple[str, ...]]], "scan.RuleSet"] = {}
 
-    `among` narrows it further for a probe that knows what it tests (nvidia-smi's own failures).
-    """
-    text = excerpt(text)
-    cat = load()
-    for g in ([cat[i] for i in among if i in cat] if among is not None else cat.values()):
-        if stage in g.seen_in and g.matches(text):
-            return g.id
-    return UNKNOWN
+
+def rules(stage: Stage = None, among: Optional[Iterable[str]] = None) -> "scan.RuleSet":
+    """The engine's rule set for a stage or stages (None: every stage, what `explain` reads),
+    optionally narrowed to some ids."""
+    key = (stage, tuple(among) if among is not None else None)
+    if key not in _RULES:
+        stages = set(STAGES if stage is None else (stage,) if isinstance(stage, str) else stage)
+        cat = load()
+        chosen = [cat[i] for i in among if i in cat] if among is not None else list(cat.values())
+        _RULES[key] = scan.build_rules(g for g in chosen if stages & set(g.seen_in))
+    return _RULES[key]
+
+
+def diagnose(text: str, stage: Stage = "rank", among: Optional[Iterable[str]] = None) -> "scan.Diagnosis":
+    """Every known failure in text, root cause first, with its evidence lines (the whole text is read)."""
+    return scan.scan_text(text, rules(stage, among))
+
+
+def match(text: str, stage: Stage = "rank", among: Optional[Iterable[str]] = None) -> str:
+    """Id of the root-cause gotcha seen in this stage whose symptoms the text shows, else 'unknown'.
+
+    The same engine as `contprobe explain` (contprobe/inimage/scan.py). `among` narrows it further for
+    a probe that knows what it tests (nvidia-smi's own failures)."""
+    return diagnose(text, stage, among).top
 
 
 def with_rerun(kind: str) -> List[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import math
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Mapping, Optional, Tuple
 
 MARKERS = {
     "gpu": "NVIDIA GPUs through nvidia-smi",
@@ -37,6 +37,11 @@ class EnvExpectation:
     name: str
     value: Optional[str]
 
+    def wanted(self, environ: Mapping[str, str]) -> Optional[str]:
+        """The expected value: given on the command line, or (from contprobe, which keeps values out of
+        argv where `ps` shows them) in the variable EXPECTED_VALUE_PREFIX + NAME."""
+        return self.value if self.value is not None else environ.get(EXPECTED_VALUE_PREFIX + self.name)
+
     def as_arg(self) -> str:
         return self.name if self.value is None else f"{self.name}={self.value}"
 
@@ -58,6 +63,9 @@ def parse_bind(text: str) -> BindExpectation:
     if mode not in ("", "ro", "rw"):
         raise ValueError(f"--expect-bind {text!r}: mode must be 'ro' or 'rw', not {mode!r}")
     return BindExpectation(path.rstrip("/") or "/", mode == "rw")
+
+
+EXPECTED_VALUE_PREFIX = "CONTPROBE_EXPECTED_VALUE_"
 
 
 def valid_name(name: str) -> bool:
@@ -121,6 +129,8 @@ class Option:
 OPTIONS: Tuple[Option, ...] = (
     Option(("--expect-gpus",), dict(type=argtype(parse_gpus), default=None, metavar="N",
                                     help="GPUs this process must see; a mismatch fails (default: skip without GPUs)")),
+    Option(("--expect-mig",), dict(choices=["enabled", "disabled"], default=None,
+                                   help="MIG mode every MIG-capable GPU must be in (site profile [gpus] mig)")),
     Option(("--expect-ranks",), dict(type=argtype(parse_gpus, drop="--expect-gpus "), default=None, metavar="N",
                                      help="MPI world size the launch must give")),
     Option(("--expect-bind",), dict(type=argtype(parse_bind), action="append", default=[], metavar="PATH[:rw]",

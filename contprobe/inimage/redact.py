@@ -21,8 +21,14 @@ MASK = "<redacted>"
 URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s:@]+:[^/\s@]*@")
 BARE_CREDENTIALS = re.compile(r"(?<![\w/@.:-])(?P<user>[\w.~%+-]+):(?P<pw>[^\s/@:]+)@(?P<host>[\w.-]+:\d{1,5})\b")
 BEARER = re.compile(r"(?i)\b(?P<kind>bearer|basic|token)(?P<sp>\s+)[A-Za-z0-9._~+/=-]{6,}")
-AUTH_HEADER = re.compile(r"(?i)(?P<head>\b(?:proxy-)?authorization\s*[:=]\s*)(?P<value>[^\n\r]+)")
-ASSIGNMENT = re.compile(r"(?P<name>\b[A-Za-z_][A-Za-z0-9_]*)=(?P<value>'[^']*'|\"[^\"]*\"|[^\s\"',}\]]*)")
+# The value ends at a line end, or where markup or a JSON string would (a mask must not swallow the
+# rest of an XML document written on one line).
+AUTH_HEADER = re.compile(r"(?i)(?P<head>\b(?:proxy-)?authorization\s*[:=]\s*)(?P<value><redacted>|[^\s\"'<>\\][^\n\r\"'<>\\]*)")
+# A backslash escape (JSON's \", a shell's \ ) is one unit of a value: a mask never splits one; a value
+# ends before markup (`TOKEN=</failure>` in XML must not swallow the tags); an earlier mask is one value
+# (redacting twice changes nothing).
+ASSIGNMENT = re.compile(r"(?P<name>\b[A-Za-z_][A-Za-z0-9_]*)=(?P<value>'[^']*'|\"[^\"]*\"|<redacted>|"
+                        r"(?:\\.|[^\s\"',}\]\\<>])*)")
 MIN_LITERAL = 6          # shorter literal values (a "1", "yes") are not searched for in free text
 
 
@@ -30,20 +36,20 @@ def is_secret_name(name: str) -> bool:
     return name.upper() not in NOT_SECRET_NAMES and bool(SECRET_NAME.search(name))
 
 
-def redact_text(text: str) -> str:
+def redact_text(text: str, mask: str = MASK) -> str:
     # Each pattern runs only where the literal it cannot match without is present: a 100 MB report
     # is then searched a few times at memory speed instead of by five regular expressions. For
     # ASCII text, lower() finds exactly what the case-insensitive patterns could start from.
     if "://" in text:
-        text = URL_CREDENTIALS.sub(lambda m: m.group("scheme") + MASK + "@", text)
+        text = URL_CREDENTIALS.sub(lambda m: m.group("scheme") + mask + "@", text)
     if "@" in text:
-        text = BARE_CREDENTIALS.sub(lambda m: f"{MASK}@{m.group('host')}", text)
+        text = BARE_CREDENTIALS.sub(lambda m: f"{mask}@{m.group('host')}", text)
     ascii_ = text.isascii()
     if not ascii_ or "authorization" in text.lower():
-        text = AUTH_HEADER.sub(lambda m: m.group("head") + MASK, text)
+        text = AUTH_HEADER.sub(lambda m: m.group("head") + mask, text)
     low = text.lower() if ascii_ else ""
     if not ascii_ or "bearer" in low or "basic" in low or "token" in low:
-        text = BEARER.sub(lambda m: m.group("kind") + m.group("sp") + MASK, text)
+        text = BEARER.sub(lambda m: m.group("kind") + m.group("sp") + mask, text)
     return text
 
 
@@ -61,38 +67,41 @@ def secret_values(env: Mapping[str, str]) -> list:
     return sorted(vals, key=len, reverse=True)
 
 
-def redact_assignments(text: str) -> str:
+def redact_assignments(text: str, mask: str = MASK) -> str:
     """NAME=VALUE inside a command line or a listing: masked when NAME looks secret (--env API_TOKEN=...)."""
     if "=" not in text:
         return text
-    return ASSIGNMENT.sub(lambda m: f"{m.group('name')}={MASK}" if is_secret_name(m.group("name"))
+    return ASSIGNMENT.sub(lambda m: f"{m.group('name')}={mask}" if is_secret_name(m.group("name"))
                           else m.group(0), text)
 
 
-def redact_text_with_env(text: str, env: Mapping[str, str]) -> str:
-    """URL credentials, tokens, NAME=secret pairs, and any literal secret value taken from env."""
-    return _redact_with(text, secret_values(env))
+def redact_text_with_env(text: str, env: Mapping[str, str], mask: str = MASK) -> str:
+    """URL credentials, tokens, NAME=secret pairs, and any literal secret value taken from env.
+
+    mask is what replaces a secret: in XML and HTML it must be the escaped form (&lt;redacted&gt;),
+    or the mask itself would break the document."""
+    return _redact_with(text, secret_values(env), mask)
 
 
-def _redact_with(text: str, secrets: list) -> str:
-    text = redact_assignments(redact_text(text))
-    for v in secrets:
+def _redact_with(text: str, values: list, mask: str = MASK) -> str:
+    text = redact_assignments(redact_text(text, mask), mask)
+    for v in values:
         if v in text:
-            text = text.replace(v, MASK)
+            text = text.replace(v, mask)
     return text
 
 
-def output_redactor(env: Optional[Mapping[str, str]] = None):
+def output_redactor(env: Optional[Mapping[str, str]] = None, mask: str = MASK):
     """redact_output as a function of one argument, with the environment's secrets looked up once:
     a report redacts thousands of separate strings (hosts, messages) and must not rescan the
     environment for each."""
     secrets = secret_values(os.environ if env is None else env)
-    return lambda text: _redact_with(text, secrets)
+    return lambda text: _redact_with(text, secrets, mask)
 
 
-def redact_output(text: str, env: Optional[Mapping[str, str]] = None) -> str:
+def redact_output(text: str, env: Optional[Mapping[str, str]] = None, mask: str = MASK) -> str:
     """The one redaction applied at the output boundary to every document, whatever its format."""
-    return redact_text_with_env(text, os.environ if env is None else env)
+    return redact_text_with_env(text, os.environ if env is None else env, mask)
 
 
 def redact_obj(obj: Any, env: Optional[Mapping[str, str]] = None) -> Any:

@@ -11,7 +11,8 @@ from contprobe.launchers import LaunchRequest, Launcher, register
 class Srun(Launcher):
     name = "srun"
     executables = ("srun",)
-    banner = re.compile(r"^slurm \d", re.M)
+    # Upstream prints "slurm 22.05.8"; Debian/Ubuntu's slurm-wlm package prints "slurm-wlm 22.05.8".
+    banner = re.compile(r"^slurm(-wlm)? \d", re.M)
     pmi = "any"
 
     def argv(self, r: LaunchRequest) -> List[str]:

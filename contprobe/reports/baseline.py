@@ -34,6 +34,8 @@ def load_doc(path: str) -> Tuple[Optional[dict], str]:
         return None, f"{path}: {why}"
     if not isinstance(doc, dict) or not isinstance(doc.get("results"), list) or "verdict" not in doc:
         return None, f"{path}: not a contprobe report JSON (no verdict/results)"
+    if not isinstance(doc.get("context") or {}, dict):
+        return None, f"{path}: not a contprobe report JSON (its context is not an object)"
     return doc, ""
 
 

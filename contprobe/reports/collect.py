@@ -111,7 +111,8 @@ def discover(paths: Iterable[str]) -> Found:
         if os.path.basename(real) == RANKS_DIR and os.path.isfile(os.path.join(os.path.dirname(real), LAUNCH_RECORD)):
             records[os.path.dirname(real)] = None   # `report OUT/ranks`: the launch is the parent
         found = 0
-        for d, names in safeio.walk(real):
+        others: List[Tuple[str, str]] = []
+        for d, names in safeio.walk(real, others=others):
             for n in names:
                 if n == LAUNCH_RECORD:
                     inside = _launch_of(os.path.dirname(d), records) if d != real else None
@@ -127,6 +128,13 @@ def discover(paths: Iterable[str]) -> Found:
                 elif n.endswith(".xml") or JOURNAL_FILE.match(n):
                     candidates.append((d, n, False))
                     found += 1
+        # A link or FIFO named like an input is never read (it could block, or point at host files),
+        # but it is named: a rank whose result is a FIFO must not look like a clean rank.
+        for path, what in others:
+            n = os.path.basename(path)
+            if n == LAUNCH_RECORD or RANK_FILE.match(n) or JOURNAL_FILE.match(n):
+                out.problems.append(Problem(path, f"{what}: ignored"))
+                found += 1
         if not found:
             out.problems.append(Problem(p, "no JUnit (*.xml) files or rank journals in this directory"))
     out.records = sorted(records)
@@ -214,6 +222,10 @@ def read_rank_file(path: str, explicit: bool = True) -> Tuple[str, str, object]:
         return path, "error", f"cannot be read ({exc.strerror or exc})"
     if not data.strip():
         return path, "error", "empty file; was the rank killed before writing?"
+    if b"<!DOCTYPE" in data:
+        # pytest never writes one; entity expansion ("billion laughs") costs expat ~0.3 s a file
+        # before it refuses, which 10,000 planted files would turn into an hour.
+        return path, "error", "not a JUnit file (it declares a DTD; entities are refused)"
     try:
         fast = fastjunit.parse(data, _make_case)
         if fast is not None:
@@ -423,7 +435,12 @@ def collect(paths: Iterable[str], workers: Optional[int] = None) -> Inputs:
         launch = launch_of[path]
         if kind == "error":
             inputs.problems.append(Problem(path, str(payload)))
-            inputs.unreadable.append((path, launch))
+            m = RANK_FILE.search(os.path.basename(path))
+            rec = inputs.launches.get(launch)
+            # An unreadable file counts as a lost rank only inside the launch's ranks: a planted
+            # junit-r09999-x.xml must not invent rank 9999 (it stays a named problem).
+            if rec is None or (m is not None and int(m.group(1)) < max(rec.expected_ranks, 1)):
+                inputs.unreadable.append((path, launch))
             continue
         rf = payload
         assert isinstance(rf, Rank)

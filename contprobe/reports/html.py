@@ -25,7 +25,7 @@ LOST_SHOWN = 200          # hosts with lost ranks listed
 PROBLEMS_SHOWN = 500      # unusable inputs listed
 PROBLEMS_OPEN = 10        # beyond this many, the list starts folded
 CARD_ROWS_SHOWN = 8       # probes a "what broke" card shows before folding the rest
-MARK = {"passed": "✓", "failed": "✗", "error": "!", "lost": "∅", "skipped": "–", "": ""}
+MARK = {"passed": "✓", "failed": "✗", "error": "!", "lost": "∅", "skipped": "–", "warning": "⚠", "": ""}
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:1.5em;color:#1d1d1f;max-width:110em}

@@ -7,6 +7,7 @@ The root is named `contprobe-report` so that a later `contprobe report DIR` skip
 from __future__ import annotations
 
 from typing import Optional
+from xml.etree import ElementTree as ET
 
 import junitparser
 
@@ -43,6 +44,11 @@ def merged(report: Report, site: Optional[Site] = None) -> junitparser.JUnitXml:
         elif row.outcome == "skipped":
             res = junitparser.Skipped(redact_text(f"{summary}: {row.text}"))
             case.result = [res]
+        elif row.outcome == "warning":  # JUnit has no warning: a passed case that says so in a property
+            props = ET.SubElement(case._elem, "properties")
+            for name, value in (("warning", row.gotcha or "warning"), ("message", row.text),
+                                ("fix", fix_text(row.gotcha, site) if row.gotcha else "")):
+                ET.SubElement(props, "property", name=name, value=redact_text(value))
         if row.perf or row.change:
             out = [f"{p.metric}: worst {p.worst:.4g}, median {p.median:.4g}, reference {p.reference:.4g}, "
                    f"ratio {p.ratio:.2f}" for p in row.perf]
@@ -59,7 +65,6 @@ def merged(report: Report, site: Optional[Site] = None) -> junitparser.JUnitXml:
 
 def document(report: Report, site: Optional[Site] = None) -> str:
     """The merged JUnit as text, with every character XML cannot carry removed."""
-    from xml.etree import ElementTree as ET
     xml = merged(report, site)
     _scrub(xml._elem)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(xml._elem, encoding="unicode") + "\n"

@@ -5,14 +5,18 @@ directory always gives the same verdict, rows, gotchas, lost ranks and exit code
 """
 from __future__ import annotations
 
+import errno
 import gc
+import itertools
+import json
 import os
+import stat
 import sys
 from dataclasses import dataclass, field
 from typing import Iterable, List, Optional, Sequence, TextIO, Tuple, Union
 
 from contprobe import safeio, textsafe
-from contprobe.inimage.redact import output_redactor, redact_output
+from contprobe.inimage.redact import output_redactor, redact_obj, redact_output
 from contprobe.model import Problem, Report
 from contprobe.site import Site
 from contprobe.suite import UsageError
@@ -56,8 +60,30 @@ def check_outputs(outputs: Outputs) -> None:
             raise UsageError(f"--{k} {path}: {probe} is not a directory")
         if not os.access(probe, os.W_OK | os.X_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
             raise UsageError(f"--{k} {path}: not writable")
+        if probe == parent:
+            _try_open(k, path)
     if outputs.out_dir and os.path.exists(outputs.out_dir) and not os.path.isdir(outputs.out_dir):
         raise UsageError(f"--out {outputs.out_dir}: not a directory")
+
+
+def _try_open(kind: str, path: str) -> None:
+    """Open the output as it will be opened, now, so a refusal (a read-only or special file system, a
+    link, a FIFO planted there) is one line before anything runs; a file created here is removed."""
+    existed = os.path.lexists(path)
+    if existed and not os.path.islink(path) and not stat.S_ISREG(os.lstat(path).st_mode):
+        raise UsageError(f"--{kind} {path}: not a regular file")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | safeio.NOFOLLOW | safeio.NONBLOCK, 0o644)
+    except OSError as exc:
+        why = "a symbolic link (not followed)" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
+        raise UsageError(f"--{kind} {path}: {why}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(f"--{kind} {path}: not a regular file")
+    finally:
+        os.close(fd)
+        if not existed:
+            os.unlink(path)
 
 
 def build(paths: Sequence[str], site: Site, expect_ranks: Optional[int] = None, baseline_path: Optional[str] = None,
@@ -103,32 +129,62 @@ def render(report: Report, site: Site, outputs: Outputs, title: str = "contprobe
     for p in report.problems:
         sys.stderr.write(textsafe.one_line(f"contprobe: incomplete: {p.path}: {p.message}") + "\n")
     if outs["json"]:
-        write(outs["json"], summary.json_parts(report, site))
+        write(outs["json"], summary.json_parts(report, site), "json")
     if outs["markdown"]:
-        write(outs["markdown"], summary.markdown(report, site, title))
+        write(outs["markdown"], summary.markdown(report, site, title), "markdown")
     if outs["html"]:
-        write(outs["html"], html.page(report, site, title))
+        write(outs["html"], html.page(report, site, title), "html")
     if outs["junit"]:
-        write(outs["junit"], junit_out.document(report, site))
+        write(outs["junit"], junit_out.document(report, site), "junit")
 
 
-def write(path: str, text: Union[str, Iterable[str]]) -> None:
+MARKUP_MASK = "&lt;redacted&gt;"   # what a secret becomes inside XML and HTML
+
+
+def redact_document(text: str, kind: str) -> str:
+    """The one redaction, done so that it cannot break the document: in XML and HTML the mask is
+    escaped; a JSON document that text-level masking would break (a value ending in an escape,
+    an image's `\nuser:pw@host:port`) is redacted as an object instead."""
+    if kind in ("html", "junit"):
+        return redact_output(text, mask=MARKUP_MASK)
+    out = redact_output(text)
+    if kind == "json" and out != text:
+        try:
+            json.loads(out)
+        except ValueError:
+            out = textsafe.json_dumps(redact_obj(json.loads(text)), indent=2) + "\n"
+    return out
+
+
+def write(path: str, text: Union[str, Iterable[str]], kind: str = "text") -> None:
     """The output boundary: one redaction for every format, and no link followed where it goes.
 
-    A document too big to redact in one piece (the JSON of 100,000 ranks) comes as consecutive
-    pieces, each redacted on its own as it is written.
+    A document too big to hold twice (the JSON of 100,000 ranks) comes as consecutive pieces, each
+    redacted on its own as it is written; json_parts ends every piece between two entries, so an
+    untrusted string is always redacted whole.
     """
-    redact = output_redactor()
-    pieces = [text] if isinstance(text, str) else text
+    if not isinstance(text, str):
+        parts = iter(text)
+        first, second = next(parts, ""), next(parts, None)
+        if second is None:      # one piece after all: the whole-document redaction applies
+            text = first
+        else:
+            redact = output_redactor()
+            pieces: Iterable[str] = (redact(p) for p in itertools.chain((first, second), parts))
+    if isinstance(text, str):
+        pieces = [redact_document(text, kind)]
     if path == "-":
         for piece in pieces:
-            sys.stdout.write(redact(piece))
+            sys.stdout.write(piece)
         sys.stdout.flush()
         return
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with safeio.open_output(path) as fh:
-        for piece in pieces:
-            fh.write(redact(piece))
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with safeio.open_output(path) as fh:
+            for piece in pieces:
+                fh.write(piece)
+    except OSError as exc:   # checked before the run, but a disk can fill or a path change since
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def show(results_dir: str, site: Site, outputs: Outputs, title: str, strict: bool = False) -> int:

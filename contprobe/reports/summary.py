@@ -133,7 +133,8 @@ def header(report: Report) -> str:
     one = single_launch(report)
     if one is not None:
         ctx = launch_context(one)
-        head += "\n" + ", ".join(f"{k}={ctx[k]}" for k in ("hostname", "image", "runtime", "python") if ctx.get(k))
+        head += "\n" + ", ".join(f"{k}={textsafe.one_line(str(ctx[k]))}" for k in ("hostname", "image", "runtime", "python")
+                                 if ctx.get(k))
     return head
 
 
@@ -165,7 +166,7 @@ def launch_context(ln) -> Dict[str, object]:
 
 def placement_table(rows: List[Dict[str, str]]) -> str:
     from contprobe.reports.merge import PLACEMENT_KEYS
-    return "placement:\n" + tabulate([[row[k] for k in PLACEMENT_KEYS] for row in rows],
+    return "placement:\n" + tabulate([[textsafe.one_line(str(row[k])) for k in PLACEMENT_KEYS] for row in rows],
                                       headers=["rank", "host", "local", "CUDA_VISIBLE_DEVICES", "GPU UUIDs", "CPUs"])
 
 
@@ -233,7 +234,7 @@ def terminal(report: Report, site: Optional[Site] = None) -> str:
     if report.lost:
         out.append(f"Lost ranks ({len(report.lost)}):")
         for lr in report.lost[:20]:
-            out.append(f"  rank {lr.rank} on {lr.host} ({lr.image}, {lr.night}): {lr.reason}")
+            out.append(textsafe.one_line(f"  rank {lr.rank} on {lr.host} ({lr.image}, {lr.night}): {lr.reason}"))
         if len(report.lost) > 20:
             out.append(f"  ... and {len(report.lost) - 20} more (see the JSON or HTML report)")
         out.append("")
@@ -245,8 +246,8 @@ def terminal(report: Report, site: Optional[Site] = None) -> str:
     hosts = outlier_hosts(report)
     if hosts:
         out.append("Hosts that stand out:")
-        out += [f"  {h}: {n} failing rank result(s) in {', '.join(ps[:5])}{' ...' if len(ps) > 5 else ''}"
-                for h, n, ps in hosts]
+        out += [textsafe.one_line(f"  {h}: {n} failing rank result(s) in {', '.join(ps[:5])}"
+                                  f"{' ...' if len(ps) > 5 else ''}") for h, n, ps in hosts]
         out.append("")
     hit = gotchas_hit(report.rows)
     if hit:
@@ -258,11 +259,11 @@ def terminal(report: Report, site: Optional[Site] = None) -> str:
     repro = _reproducers(report)
     if repro:
         out.append("Reproduce a failing launch:")
-        out += [f"  {img}: {cmd}" for img, cmd in repro]
+        out += [textsafe.one_line(f"  {img}: {cmd}") for img, cmd in repro]
         out.append("")
     if report.problems:
         out.append(f"INCOMPLETE: {len(report.problems)} input(s) could not be used:")
-        out += [f"  {p.path}: {p.message}" for p in report.problems]
+        out += [textsafe.one_line(f"  {p.path}: {p.message}") for p in report.problems]
         out.append("")
     out.append(summary_line(report))
     return "\n".join(out) + "\n"
@@ -277,7 +278,7 @@ def _baseline_lines(report: Report) -> List[str]:
         items = b.get(key) or []
         text = ", ".join(f"{i['image']}:{i['probe']}" + (f" (since {i['since']})" if i.get("since") else "")
                          for i in items[:12]) + (f" ... +{len(items) - 12}" if len(items) > 12 else "")
-        lines.append(f"  {label}: {len(items)}" + (f": {text}" if items else ""))
+        lines.append(textsafe.one_line(f"  {label}: {len(items)}" + (f": {text}" if items else "")))
     return lines
 
 

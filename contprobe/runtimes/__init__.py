@@ -13,7 +13,7 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Tuple, Type
+from typing import Callable, Dict, List, Mapping, Optional, Tuple, Type
 
 
 class RuntimeNotFound(RuntimeError):
@@ -29,6 +29,7 @@ class ExecSpec:
     binds: List[str] = field(default_factory=list)        # SRC[:DST[:ro|rw]]
     env: Dict[str, str] = field(default_factory=dict)     # passed through the environment, never argv
     cleanenv: bool = False
+    launched: bool = False     # one rank of a launcher: the launcher's rank variables must reach it
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Runtime:
     gpu_flag = "--nv"
     var_prefix = ""              # APPTAINER / SINGULARITY: <prefix>ENV_NAME, <prefix>_CACHEDIR ...
     remote_schemes = ()          # registry references it converts itself (docker://, oras://)
+    builds_recipes = True        # builds Apptainer definition files (build-check); podman, ch-run do not
 
     @property
     def flavour(self) -> str:
@@ -63,6 +65,29 @@ class Runtime:
     def describe(self) -> str:
         return f"{self.name} {self.version} ({self.executable})"
 
+    def variables_note(self) -> str:
+        """What host.runtime says about the variables this runtime reads."""
+        return f"variables: {self.env_prefix}NAME, {self.cachedir_var}, {self.tmpdir_var}"
+
+    def env_hint(self, name: str) -> str:
+        """How an operator passes one variable into this runtime's containers."""
+        return f"{self.env_prefix}{name}"
+
+    @classmethod
+    def version_env(cls) -> Optional[Dict[str, str]]:
+        """The environment `EXE --version` needs (None: this process's)."""
+        return None
+
+    @classmethod
+    def version_text(cls, path: str) -> str:
+        """What `EXE --version` says (asked once per backend by `probe`)."""
+        return subprocess.run([path, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, timeout=30, env=cls.version_env()).stdout
+
+    def host_checks(self) -> List[Tuple[str, Callable[[], object]]]:
+        """This runtime's own host checks: (probe id, function returning a checks.Check)."""
+        return []
+
     def exec_argv(self, spec: ExecSpec) -> Tuple[List[str], Dict[str, str]]:
         """(argv, variables to add to the runtime's own environment)."""
         argv = [self.executable, "exec"]
@@ -77,6 +102,10 @@ class Runtime:
         return argv + list(spec.command), {f"{self.env_prefix}{k}": v for k, v in spec.env.items()}
 
     def build_argv(self, target: str, source: str, fakeroot: bool = False, extra: Tuple[str, ...] = ()) -> List[str]:
+        if not self.builds_recipes:
+            from contprobe.suite import UsageError
+            raise UsageError(f"{self.name} does not build Apptainer definition files: "
+                             "give --runtime apptainer or --runtime singularity")
         return [self.executable, "build", *(["--fakeroot"] if fakeroot else []), *extra, target, source]
 
     def build_env(self, env: Mapping[str, str], cachedir: Optional[str] = None,
@@ -121,8 +150,7 @@ def probe(name: str) -> Optional[Runtime]:
         if not path:
             continue
         try:
-            out = subprocess.run([path, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 text=True, timeout=30).stdout
+            out = cls.version_text(path)
         except (OSError, subprocess.TimeoutExpired):
             continue
         m = cls.version_re.search(out.strip())
@@ -132,8 +160,7 @@ def probe(name: str) -> Optional[Runtime]:
 
 
 def detect(preferred: str = "auto") -> Runtime:
-    """The runtime to use: the one asked for, or the first registered one found (apptainer first:
-    it also installs a `singularity` name)."""
+    """The runtime to use: the one asked for, or the first one found in AUTO_ORDER."""
     if preferred != "auto" and preferred not in REGISTRY:
         raise ValueError(f"--runtime must be auto or one of {', '.join(names())}, not {preferred!r}")
     order = [preferred] if preferred != "auto" else [n for n in AUTO_ORDER if n in REGISTRY]
@@ -144,7 +171,8 @@ def detect(preferred: str = "auto") -> Runtime:
     raise RuntimeNotFound(f"no container runtime found ({' or '.join(order)} not on PATH)")
 
 
-AUTO_ORDER = ("apptainer", "singularity")
+# Apptainer first (it also installs a `singularity` name); podman-hpc before the podman it wraps.
+AUTO_ORDER = ("apptainer", "singularity", "podman-hpc", "podman", "charliecloud")
 
 # The backends: importing registers them.
-from contprobe.runtimes import apptainer, singularity  # noqa: E402,F401
+from contprobe.runtimes import apptainer, charliecloud, podman, singularity  # noqa: E402,F401

@@ -22,6 +22,7 @@ class Allocation:
     hosts: List[str]
     hostfile: Optional[str] = None       # a file the launcher can read, when the scheduler has one
     walltime_left_s: Optional[float] = None
+    ranks_per_node: Optional[int] = None  # tasks per node the allocation was made for, when uniform
 
 
 class Scheduler:

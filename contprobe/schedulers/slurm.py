@@ -18,7 +18,8 @@ class Slurm(Scheduler):
         nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
         if not job or not nodelist:
             return None
-        return Allocation(self.name, job, expand_nodelist(nodelist), None, walltime_left(job))
+        return Allocation(self.name, job, expand_nodelist(nodelist), None, walltime_left(job),
+                          tasks_per_node(env.get("SLURM_TASKS_PER_NODE", "")))
 
     def submit_argv(self, script: str, nodes: int, walltime: str, extra: tuple = ()) -> List[str]:
         return ["sbatch", f"--nodes={nodes}", f"--time={walltime}", *extra, script]
@@ -50,6 +51,17 @@ def expand_nodelist(text: str) -> List[str]:
         if pos < len(text) and text[pos] == ",":
             pos += 1
     return list(dict.fromkeys(hosts))
+
+
+def tasks_per_node(text: str) -> Optional[int]:
+    """SLURM_TASKS_PER_NODE ("2(x4)", "2,2", "3(x2),1") -> the count when every node has the same."""
+    counts = set()
+    for part in text.split(","):
+        m = re.fullmatch(r"(\d+)(?:\(x\d+\))?", part.strip())
+        if not m:
+            return None
+        counts.add(int(m.group(1)))
+    return counts.pop() if len(counts) == 1 else None
 
 
 def walltime_left(job: str) -> Optional[float]:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A small Slurm cluster of namespace "nodes" on this one machine, for contprobe's multi-node tests.
 #
+#   bash ci/services/cluster/cluster.sh install                 # packages + user only (ci/setup.sh calls it)
 #   bash ci/services/cluster/cluster.sh up | down | status | env
 #   bash ci/services/cluster/cluster.sh exec NODE CMD...        # run CMD (as root) inside node NODE
 #   bash ci/services/cluster/cluster.sh kill-node NODE          # SIGKILL every process of NODE (slurmd, steps, sshd)
@@ -427,6 +428,7 @@ mkdir -p /run/lock
 exec 9>/run/lock/contprobe-cluster.lock
 [[ $cmd == exec ]] || flock 9
 case $cmd in
+    install) ensure_packages; ensure_user; log "installed: slurmctld slurmd slurm-client munge openssh-server, user $CPUSER" ;;
     up) cmd_up ;;
     down) cmd_down ;;
     status) cmd_status ;;
@@ -442,5 +444,5 @@ case $cmd in
     revive-node)   # a reboot: leftover job processes die, new boot_id, link up, fresh daemons
         need_node "$@"; kill_node_procs "$1"; rm -f "$D/run/slurmd-$1.pid" "$D/run/sshd-$1.pid" "$D/nodes/$1/boot_id"
         setup_node "$1"; start_node_daemons "$1"; log "revived $1" ;;
-    *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

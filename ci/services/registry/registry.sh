@@ -74,6 +74,10 @@ start_daemon() {
     echo $! >"$pf"
 }
 
+# running PID: the process exists and has not exited; a zombie waiting for init to reap it (its
+# parent, an earlier `up`, is gone) counts as stopped, or `down` would wait seconds for the reaper
+running() { [ -d "/proc/$1" ] && [ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" != Z ]; }
+
 # stop_daemon PIDFILE NAME: TERM, wait up to 10 s, then KILL; only that pid
 stop_daemon() {
     local pf=$1 name=$2 pid kids k
@@ -82,10 +86,10 @@ stop_daemon() {
         # helpers it forked (squid's pinger, for one, runs in its own session and would outlive it)
         kids=$(ps -o pid= --ppid "$pid" 2>/dev/null || true)
         kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do [ -d "/proc/$pid" ] || break; sleep 0.2; done
-        if [ -d "/proc/$pid" ]; then log "$name ($pid) ignored TERM, killing"; kill -KILL "$pid" 2>/dev/null || true; fi
+        for _ in $(seq 1 50); do running "$pid" || break; sleep 0.2; done
+        if running "$pid"; then log "$name ($pid) ignored TERM, killing"; kill -KILL "$pid" 2>/dev/null || true; fi
         # reap: it was started by an earlier shell, so only wait for /proc to clear
-        for _ in $(seq 1 25); do [ -d "/proc/$pid" ] || break; sleep 0.2; done
+        for _ in $(seq 1 25); do running "$pid" || break; sleep 0.2; done
         for k in $kids; do kill -TERM "$k" 2>/dev/null || true; done
         log "$name stopped (pid $pid)"
     fi

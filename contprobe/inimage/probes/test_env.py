@@ -19,12 +19,14 @@ PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
 def test_expected(expected_env, in_container):
     if expected_env is None:
         pytest.skip("no --expect-env given")
-    name, want = expected_env.name, expected_env.value
+    name, want = expected_env.name, expected_env.wanted(os.environ)
     if name not in os.environ:
         fail("env-not-passed" if in_container else "env-expectation",
              f"{name} is not set" + (" inside the container" if in_container else ""))
     if want is not None and os.environ[name] != want:
-        fail("env-expectation", f"{name}={redact_value(name, os.environ[name])!r}, expected {redact_value(name, want)!r}")
+        # Never the values: the expected one may be a secret, and the actual one too.
+        fail("env-expectation", f"{name} differs from the expected value ({len(os.environ[name])} characters, "
+                                f"expected {len(want)})")
 
 
 def top_level_names(directory: str) -> Set[str]:

@@ -1,0 +1,35 @@
+"""Every benchmark script still runs, in its quick mode (the figures are never asserted here).
+
+Benchmarks that nothing runs rot: two of them imported modules the redesign removed and failed for
+weeks. Each runs once with the smallest size and must print its table.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.containers import user_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "ci" / "bench"
+
+# script, environment of its quick mode, a line its report must contain
+CASES = [
+    ("bench_reframe.sh", {"QUICK": "1"}, "ratio contprobe / ReFrame"),
+    ("bench_doctor.sh", {"N": "1"}, "verdict: PASSED"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="the benchmarks run containers as the test user through runuser")
+@pytest.mark.parametrize("script, env, expect", CASES, ids=[c[0] for c in CASES])
+def test_benchmark_runs_in_quick_mode(script, env, expect):
+    work = user_dir("contprobe-bench-")        # the unprivileged user runs the containers in it
+    proc = subprocess.run(["bash", str(BENCH / script)], cwd=work, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=900,
+                          env={**os.environ, "WORK": os.path.join(work, "work"), **env})
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert expect in proc.stdout, proc.stdout[-3000:]

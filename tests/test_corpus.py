@@ -86,7 +86,7 @@ NO_PUBLIC_TEXT = {
     "mpi-abi-openmpi": NOT_FOUND + " (libmpi.so.40 posts were conda installs, not an MPICH-ABI host)",
     "torch-mpi-not-cuda-aware": NOT_FOUND, "horovod-build-cxx17": NOT_FOUND + " (compile/006 is PyTorch's own check)",
     "gpu-ecc-errors": NOT_FOUND + " (GPU health family: issue 10 item 5)", "torch-missing": NOT_FOUND,
-    "nvcc-missing": NOT_FOUND, "subuid-range-small": NOT_FOUND, "build-permission-denied": NOT_FOUND,
+    "nvcc-missing": NOT_FOUND, "build-permission-denied": NOT_FOUND,
     "starter-suid": NOT_FOUND, "overlay-mkfs-missing": NOT_FOUND, "pytest-missing-in-image": PROBE_WORDING,
     "podman-storage-network-fs": NOT_FOUND + " (the wording is containers/storage's own format string; the threads "
                                              "found (podman#8521, #7091, #9416) show other errors)",

@@ -14,6 +14,8 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import compress, repeat
+from operator import attrgetter, ne
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 OUTCOMES = ("passed", "failed", "error", "skipped", "lost", "warning")
@@ -59,13 +61,26 @@ class Entry(NamedTuple):
 
 @dataclass
 class Rank:
-    """What one rank left: its JUnit file, or the journal of a rank that died before writing it."""
+    """What one rank left: its JUnit file, or the journal of a rank that died before writing it.
+
+    A JUnit file's cases come with their durations apart (`durations`, in the same order) and
+    duration 0 in the case itself: a passed probe is then the same Case object on every rank a
+    reader process saw, which is what keeps 3,000,000 results of a 100,000-rank report small.
+    """
     path: str
     context: Dict[str, str]
-    cases: List[Case]
+    base: List[Case]
     digest: str
     launch: str = ""        # the launch directory (where launch.json is)
     journal: bool = False   # read from the journal of a rank that died before writing its JUnit
+    durations: Optional[List[float]] = None
+
+    @property
+    def cases(self) -> List[Case]:
+        """The cases with their own durations."""
+        if self.durations is None:
+            return self.base
+        return [c._replace(duration_s=d) for c, d in zip(self.base, self.durations)]
 
     @property
     def rank(self) -> Optional[int]:
@@ -268,11 +283,17 @@ class Launch:
 
 @dataclass
 class Row:
-    """One probe of one image on one night, over all its ranks."""
+    """One probe of one image on one night, over all its ranks.
+
+    Stored as columns: who (`refs`), what (`cases`, one shared Case per identical result) and how
+    long (`durations`), so that 100,000 ranks cost three list slots each, not an object each.
+    """
     image: str
     probe: str
     night: str
-    entries: List[Entry] = field(default_factory=list)
+    refs: List[RankRef] = field(default_factory=list)
+    cases: List[Case] = field(default_factory=list)
+    durations: List[float] = field(default_factory=list)
     perf: List[PerfCheck] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)         # re-run findings
     # filled by baseline: [(night, outcome)] oldest first, excluding this night
@@ -280,34 +301,54 @@ class Row:
     change: str = ""       # new | fixed | still-failing | flaky | ""
     since: str = ""
 
+    def add(self, ref: RankRef, case: Case) -> None:
+        self.refs.append(ref)
+        self.cases.append(case)
+        self.durations.append(case.duration_s)
+
     @property
     def key(self) -> Tuple[str, str]:
         return self.image, self.probe
 
     @property
-    def host_side(self) -> bool:
-        return all(e.ref.rank < 0 for e in self.entries) and bool(self.entries)
+    def entries(self) -> List[Entry]:
+        """(who, what) per rank; a case's own duration may be 0 (it is in `durations`)."""
+        return [Entry(r, c) for r, c in zip(self.refs, self.cases)]
+
+    @property
+    def size(self) -> int:
+        return len(self.cases)
 
     # Cached: a row is complete once merge() returns, and renderers ask many times over 100,000 ranks.
     @cached_property
+    def host_side(self) -> bool:
+        return bool(self.refs) and not any(r.rank >= 0 for r in self.refs)
+
+    @cached_property
     def counts(self) -> Dict[str, int]:
-        return dict(Counter(e.case.outcome for e in self.entries))
+        return dict(Counter(map(attrgetter("outcome"), self.cases)))
+
+    @cached_property
+    def unusual(self) -> List[Tuple[RankRef, Case]]:
+        """(who, what) for every entry that did not pass: what where(), the node view and the gotchas read."""
+        passed = map(attrgetter("outcome"), self.cases)
+        return list(compress(zip(self.refs, self.cases), map(ne, passed, repeat("passed"))))   # all in C
 
     @cached_property
     def outcome(self) -> str:
-        if not self.entries:
+        if not self.cases:
             return "lost"
         return min(self.counts, key=lambda o: SEVERITY.get(o, 0))
 
     @cached_property
     def dominant(self) -> Optional[Entry]:
         """The entry that speaks for the row: the most common failure (or skip) text."""
-        bad = [e for e in self.entries if e.case.outcome in FAILING] or \
-              [e for e in self.entries if e.case.outcome in ("warning", "skipped")]
+        bad = [e for e in self.unusual if e[1].outcome in FAILING] or \
+              [e for e in self.unusual if e[1].outcome in ("warning", "skipped")]
         if not bad:
-            return self.entries[0] if self.entries else None
-        top = Counter((e.case.gotcha, e.case.message) for e in bad).most_common(1)[0][0]
-        return next(e for e in bad if (e.case.gotcha, e.case.message) == top)
+            return Entry(self.refs[0], self.cases[0]) if self.cases else None
+        top = Counter((c.gotcha, c.message) for _, c in bad).most_common(1)[0][0]
+        return Entry(*next(e for e in bad if (e[1].gotcha, e[1].message) == top))
 
     @property
     def gotcha(self) -> str:
@@ -325,7 +366,7 @@ class Row:
     def message(self) -> str:
         """The text, prefixed with how many ranks agree when there are several (the JSON's message)."""
         text = self.text
-        n = len(self.entries)
+        n = len(self.cases)
         if n > 1 and not self.host_side:
             c = self.counts
             if len(c) == 1:
@@ -345,13 +386,13 @@ class Row:
 
     @cached_property
     def duration_s(self) -> float:
-        return max((e.case.duration_s for e in self.entries), default=0.0)
+        return max(self.durations, default=0.0)
 
-    def as_dict(self) -> dict:
+    def as_dict(self, ranks: bool = True) -> dict:
         d = {"probe": self.probe, "outcome": self.outcome, "duration_s": round(self.duration_s, 3),
              "message": self.message, "gotcha": self.gotcha, "fix": self.fix,
              "image": self.image, "night": self.night, "counts": self.counts}
-        metrics = next((e.case.metrics for e in self.entries if e.case.metrics), None)
+        metrics = next((c.metrics for c in self.cases if c.metrics), None)
         if metrics:
             d["metrics"] = metrics
         if self.perf:
@@ -360,13 +401,14 @@ class Row:
             d["change"] = self.change
         if self.since:
             d["since"] = self.since
-        d["ranks"] = [_rank_dict(e) for e in self.entries]
+        if ranks:
+            d["ranks"] = [rank_dict(r, c) for r, c in zip(self.refs, self.cases)]
         return d
 
 
-def _rank_dict(e: Entry) -> dict:
-    c = e.case
-    d: dict = {"rank": e.ref.rank, "host": e.ref.host, "outcome": c.outcome}
+def rank_dict(ref: RankRef, c: Case) -> dict:
+    """One rank's line under a result in the JSON report."""
+    d: dict = {"rank": ref.rank, "host": ref.host, "outcome": c.outcome}
     if c.outcome != "passed":
         d["message"] = c.message
         d["gotcha"] = c.gotcha
@@ -396,6 +438,14 @@ class Report:
     @property
     def images(self) -> List[str]:
         return list(dict.fromkeys(r.image for r in self.rows))
+
+    @cached_property
+    def hosts(self) -> set:
+        """Every host that reported a result of the current rows (a '?' when one is unknown)."""
+        out: set = set()
+        for r in self.rows:
+            out.update(map(attrgetter("host"), r.refs))
+        return out
 
     @property
     def current_launches(self) -> List[Launch]:

@@ -61,4 +61,7 @@ def finite(obj: Any) -> Any:
 
 
 def json_dumps(obj: Any, indent: Any = None) -> str:
-    return json.dumps(finite(obj), indent=indent, allow_nan=False)
+    try:   # almost always: nothing to replace, and no copy of a 100,000-rank document to make
+        return json.dumps(obj, indent=indent, allow_nan=False)
+    except ValueError:
+        return json.dumps(finite(obj), indent=indent, allow_nan=False)

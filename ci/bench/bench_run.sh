@@ -5,6 +5,8 @@
 #   bash ci/bench/bench_run.sh                   # as root (containers run as $CONTPROBE_USER) or as that user
 #   N=9 IMG=/var/tmp/contprobe-images/mpich.sif bash ci/bench/bench_run.sh
 #   PROFILE=1 bash ci/bench/bench_run.sh         # also time contprobe's own phases (always done if ratio > 1.5)
+#   RANKS=8 IMG=/var/tmp/contprobe-images/mpich.sif PROFILE=1 bash ci/bench/bench_run.sh   # 8 ranks, Hydra
+#   bash ci/bench/bench_run_ranks.sh             # 1, 2, 4, 8 ranks: how contprobe's own cost grows
 #
 # Measured, interleaved, N times each (median reported):
 #   floor        apptainer exec IMG python3 -c pass
@@ -12,11 +14,14 @@
 #                <out>/launch.json "argv" of a warm-up run), re-run with the same staged harness and an
 #                emptied results directory. This is the floor plus the probes' own work.
 #   run          contprobe run IMG --no-rerun --out <fresh dir>   (python -m contprobe from the checkout)
+#                with RANKS > 1: --ranks RANKS --launcher hydra (MPICH's mpiexec on this host) and UCX
+#                settings the CI machine needs (tests/test_scale_e2e.py)
 # ratio = run / (floor+probes); contprobe's own cost = run - (floor+probes).
 #
 # Environment: IMG (default $CONTPROBE_IMAGES/base.sif), N (5), CONTPROBE_USER (cpuser),
 # PY (a Python with contprobe's deps usable by that user; default /opt/contprobe/venv/bin/python,
-# else /tmp/devu/bin/python), WORK (scratch dir, default /tmp/contprobe-bench-run), PROFILE (0/1).
+# else /tmp/devu/bin/python), WORK (scratch dir, default /tmp/contprobe-bench-run), PROFILE (0/1),
+# RANKS (1), MARK (a pytest -m expression selecting the probes; default: all), RUN_EXTRA (more options).
 set -euo pipefail
 umask 022
 
@@ -27,6 +32,14 @@ N=${N:-5}
 RUSER=${CONTPROBE_USER:-cpuser}
 WORK=${WORK:-/tmp/contprobe-bench-run}
 PROFILE=${PROFILE:-0}
+RANKS=${RANKS:-1}
+RUN_ARGS=(--no-rerun)
+[[ -n ${MARK:-} ]] && RUN_ARGS+=(-m "$MARK")     # a subset of the probes (less probe work to wait for)
+read -r -a EXTRA <<<"${RUN_EXTRA:-}"               # more `contprobe run` options, split on spaces
+RUN_ARGS+=("${EXTRA[@]}")
+if [[ $RANKS -gt 1 ]]; then
+    RUN_ARGS+=(--ranks "$RANKS" --launcher hydra --env UCX_POSIX_USE_PROC_LINK=n --env "UCX_TLS=^cma")
+fi
 
 log() { printf '[bench-run] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -65,17 +78,23 @@ wall() {
 # shellcheck source=ci/bench/lib.sh
 source "$REPO/ci/bench/lib.sh"
 
-run_contprobe() { as_user env PYTHONPATH="$REPO" "$PY" -m contprobe run "$IMG" --no-rerun --out "$1"; }
+# exit 1 is a failed probe (the image or the machine, e.g. a stale ~/.local package): timed all the same
+tolerate_fail() { local rc=0; "$@" || rc=$?; [[ $rc -le 1 ]]; }
+run_contprobe() { tolerate_fail as_user env PYTHONPATH="$REPO" "$PY" -m contprobe run "$IMG" "${RUN_ARGS[@]}" --out "$1"; }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-log "image $IMG, N=$N, user $(as_user id -un), python $PY, load $LOAD_BEFORE"
+log "image $IMG, ranks $RANKS, N=$N, user $(as_user id -un), python $PY, load $LOAD_BEFORE"
 
 # warm-up (page cache, harness staging) and the exact probe-suite command contprobe launches
 run_contprobe "$WORK/warm" >/dev/null || die "contprobe run failed (see $WORK/warm/launch.log)"
 mapfile -t PROBE_ARGV < <("$PY" -c 'import json,sys; print("\n".join(json.load(open(sys.argv[1]))["argv"]))' \
     "$WORK/warm/launch.json")
+# the variables the launch adds to its environment: the NAME=VALUE words in front of argv in "command"
+mapfile -t PROBE_ENV < <("$PY" -c 'import json,shlex,sys; d=json.load(open(sys.argv[1]))
+w=shlex.split(d["command"]); sys.stdout.write("".join(x + "\n" for x in w[:len(w)-len(d["argv"])]))' \
+    "$WORK/warm/launch.json")
 RANKS_DIR="$WORK/warm/ranks"
-bare_probes() { rm -rf "${RANKS_DIR:?}"/*; as_user "${PROBE_ARGV[@]}"; }
+bare_probes() { rm -rf "${RANKS_DIR:?}"/*; tolerate_fail as_user env "${PROBE_ENV[@]}" "${PROBE_ARGV[@]}"; }
 as_user apptainer exec "$IMG" python3 -c pass 2>/dev/null || die "apptainer exec $IMG failed as $RUSER"
 
 floor=(); probes=(); runs=()
@@ -101,7 +120,7 @@ profile() {
     : >"$WORK/profile.jsonl"
     for k in $(seq 1 "${PROFILE_K:-5}"); do
         rm -rf "$WORK/prof"
-        as_user env PYTHONPATH="$REPO" "$PY" - "$IMG" "$WORK/prof" >>"$WORK/profile.jsonl" <<'EOF'
+        as_user env PYTHONPATH="$REPO" "$PY" - "$IMG" "$WORK/prof" "${RUN_ARGS[@]}" >>"$WORK/profile.jsonl" <<'EOF'
 import contextlib, io, json, sys, time
 T0 = time.monotonic()
 spans = []
@@ -115,21 +134,24 @@ def wrap(mod, name, label):
             spans.append((label, t - T0, time.monotonic() - T0))
     setattr(mod, name, w)
 import contprobe.cli as cli
-import contprobe.cmd_run as cr
-from contprobe import harness, image, runtime
-spans.append(("imports (contprobe.cli -> plugin -> pytest; cmd_run ...)", 0.0, time.monotonic() - T0))
+import contprobe.commands.run as cr
+from contprobe import harness, image, launchers, runtimes
+from contprobe.reports import pipeline
+spans.append(("imports (contprobe.cli, commands.run)", 0.0, time.monotonic() - T0))
 wrap(cr, "run_all", "host checks (run_all)")
-wrap(runtime, "probe", "`apptainer --version` (runtime.probe), all calls")
-wrap(image, "resolve", "image.resolve (SIF header check), all calls")
+wrap(runtimes, "probe", "`apptainer --version` (runtimes.probe), all calls")
+wrap(launchers, "detect", "launcher detection (launchers.detect)")
+wrap(cr, "make_plan", "planning (make_plan: runtime, launcher, image)")
 wrap(image.Image, "digest", "SIF sha256 digest (thread, overlaps stage/launch)")
-wrap(harness, "stage", "harness.stage (copy package, unpack pytest wheels, chmod)")
-wrap(cr, "execute", "launch: apptainer exec of the probe suite")
-wrap(cr, "collect", "collect (read rank JUnit + journals)")
-wrap(cr, "merged_junit", "merged_junit (junitparser)")
-wrap(cr, "emit", "emit (render the table and outputs)")
+wrap(harness, "stage", "harness.stage (once per launch, not per rank)")
+wrap(cr, "execute", "launch: the launcher starting every rank's container")
+wrap(cr, "lost_ranks", "lost_ranks (one listing of ranks/)")
+wrap(cr, "write_record", "write launch.json")
+wrap(pipeline, "build", "collect + merge (read every rank file once)")
+wrap(pipeline, "render", "render (table, outputs)")
 tm = time.monotonic()
 with contextlib.redirect_stdout(io.StringIO()):
-    rc = cli.main(["run", sys.argv[1], "--no-rerun", "--out", sys.argv[2]])
+    rc = cli.main(["run", sys.argv[1], *sys.argv[3:], "--out", sys.argv[2]])
 spans.append(("cli.main, whole", tm - T0, time.monotonic() - T0))
 print(json.dumps({"rc": rc, "spans": spans}))
 EOF
@@ -162,12 +184,12 @@ EOF
     local t_pass t_pytest t_imp
     t_pass=$(for _ in 1 2 3 4 5; do wall as_user "$PY" -c pass; done | median)
     t_pytest=$(for _ in 1 2 3 4 5; do wall as_user "$PY" -c 'import pytest'; done | median)
-    t_imp=$(for _ in 1 2 3 4 5; do wall as_user env PYTHONPATH="$REPO" "$PY" -c 'import contprobe.cli, contprobe.cmd_run'; done | median)
+    t_imp=$(for _ in 1 2 3 4 5; do wall as_user env PYTHONPATH="$REPO" "$PY" -c 'import contprobe.cli, contprobe.commands.run'; done | median)
     echo "| command | median [s] |"
     echo "|---|---|"
     echo "| \`python -c pass\` | $t_pass |"
     echo "| \`python -c 'import pytest'\` | $t_pytest |"
-    echo "| \`python -c 'import contprobe.cli, contprobe.cmd_run'\` | $t_imp |"
+    echo "| \`python -c 'import contprobe.cli, contprobe.commands.run'\` | $t_imp |"
     echo
     echo "Slowest imports of \`python -X importtime -m contprobe --help\` (cumulative us, top 10):"
     echo
@@ -179,14 +201,14 @@ EOF
 echo
 echo "## contprobe run vs the bare launch ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load $LOAD_BEFORE -> $LOAD_AFTER)"
 echo
-echo "image: $IMG ($(du -m "$IMG" | cut -f1) MB), user $(as_user id -un), N=$N, median seconds"
+echo "image: $IMG ($(du -m "$IMG" | cut -f1) MB), ranks $RANKS, user $(as_user id -un), N=$N, median seconds"
 echo
 echo "| what | median [s] | all runs [s] |"
 echo "|---|---|---|"
 echo "| floor: \`apptainer exec IMG python3 -c pass\` | $F | ${floor[*]} |"
 echo "| floor + probe work: bare launch of the probe suite (launch.json argv) | $P | ${probes[*]} |"
 echo "| probe work alone (difference) | $(awk -v a="$P" -v b="$F" 'BEGIN{printf "%.3f", a-b}') | |"
-echo "| \`contprobe run IMG --no-rerun\` | $R | ${runs[*]} |"
+echo "| \`contprobe run IMG ${RUN_ARGS[*]}\` | $R | ${runs[*]} |"
 echo "| contprobe's own cost (run - bare launch) | $(awk -v a="$R" -v b="$P" 'BEGIN{printf "%.3f", a-b}') | |"
 echo
 echo "ratio run / (floor + probe work) = $RATIO (target <= 1.5: $VERDICT)"

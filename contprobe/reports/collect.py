@@ -6,8 +6,9 @@ Everything in a results tree except a launch record is written inside the image 
 untrusted: files are read only if regular, never through a link, at most `FILE_CAP` bytes; fields
 are checked and bounded; a rank file is attributed to the launch whose record sits above it, and
 only when it lies directly in that launch's `ranks/` directory. `contprobe report` may face
-100,000 rank files on a 2-core login node, so files are parsed with ElementTree's C parser in
-worker processes.
+100,000 rank files on a 2-core login node, so files are read in worker processes, pytest's own
+layout by a strict fast path (fastjunit) and anything else by ElementTree's C parser, and a
+passed probe is one shared Case (its duration kept apart) rather than an object per rank.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 from contprobe import safeio
 from contprobe.inimage import catalog
 from contprobe.model import OUTCOMES, Case, LaunchRecord, Problem, Rank, RecordError
+from contprobe.reports import fastjunit
 from contprobe.suite import UsageError
 
 MERGED_NAME = "contprobe-report"      # <testsuites name=...> of our own merged output: never an input
@@ -168,35 +170,20 @@ def _metric(k: str, v: str, metrics: Optional[Dict[str, float]]) -> Optional[Dic
     return metrics
 
 
-def _case(tc: ET.Element) -> Case:
-    # The hot loop of a 100,000-file report: most cases are a passed probe with one property.
-    props: Dict[str, str] = {}
-    outcome, res = "passed", None
-    for ch in tc:
-        tag = ch.tag
-        if tag == "properties":
-            for p in ch:
-                name = p.get("name")
-                if name not in props:
-                    props[name] = p.get("value", "")
-        elif res is None and tag in _RESULT_TAGS:
-            outcome, res = _RESULT_TAGS[tag], ch
-    try:
-        duration = float(tc.get("time") or 0.0)
-        if not 0.0 <= duration < 1e9:
-            duration = 0.0
-    except ValueError:
-        duration = 0.0
-    probe = bounded(props.get("probe") or f"{tc.get('classname', '')}.{tc.get('name', '')}".strip("."))
+def _make_case(classname: str, name: str, props: Dict[str, str], tag: Optional[str], res_message: str,
+               res_text: str) -> Case:
+    """One testcase (without its duration) from what either reader found in it: its properties (first
+    of each name) and its first result element (tag, message attribute, text)."""
+    probe = bounded(props.get("probe") or f"{classname}.{name}".strip("."))
     metrics: Optional[Dict[str, float]] = None
     if len(props) > 1:
         for k, v in props.items():
             if k and k.startswith("metric."):
                 metrics = _metric(k, v, metrics)
-    if res is None:
-        return Case(_intern(probe), "passed", duration, "", "", "", metrics, "")
-    res_message = res.get("message") or ""
-    evidence = (res.text or "")[:EVIDENCE_MAX].strip()
+    if tag is None:
+        return Case(_intern(probe), "passed", 0.0, "", "", "", metrics, "")
+    outcome = _RESULT_TAGS[tag]
+    evidence = res_text[:EVIDENCE_MAX].strip()
     gotcha = known_gotcha(bounded(props.get("gotcha", "")))
     if outcome in ("failed", "error") and not gotcha:
         # A failure outside the probes (a crashed fixture, a collection error) still gets a verdict.
@@ -205,8 +192,26 @@ def _case(tc: ET.Element) -> Case:
     fix = catalog.get(gotcha).fix_line if gotcha else ""
     message = bounded(props.get("message") or (res_message.strip().splitlines() or [""])[0], MESSAGE_MAX)
     # Interned so that pickling a worker's results back stores each repeated text once.
-    return Case(_intern(probe), outcome, duration, _intern(message), _intern(gotcha), _intern(fix), metrics,
+    return Case(_intern(probe), outcome, 0.0, _intern(message), _intern(gotcha), _intern(fix), metrics,
                 evidence)
+
+
+def _case(tc: ET.Element) -> Case:
+    props: Dict[str, str] = {}
+    res = None
+    for ch in tc:
+        tag = ch.tag
+        if tag == "properties":
+            for p in ch:
+                name = p.get("name")
+                if name not in props:
+                    props[name] = p.get("value", "")
+        elif res is None and tag in _RESULT_TAGS:
+            res = ch
+    if res is None:
+        return _make_case(tc.get("classname", ""), tc.get("name", ""), props, None, "", "")
+    return _make_case(tc.get("classname", ""), tc.get("name", ""), props, res.tag, res.get("message") or "",
+                      res.text or "")
 
 
 def read_rank_file(path: str, explicit: bool = True) -> Tuple[str, str, object]:
@@ -222,6 +227,9 @@ def read_rank_file(path: str, explicit: bool = True) -> Tuple[str, str, object]:
         # before it refuses, which 10,000 planted files would turn into an hour.
         return path, "error", "not a JUnit file (it declares a DTD; entities are refused)"
     try:
+        fast = fastjunit.parse(data, _make_case)
+        if fast is not None:
+            return _rank_of(path, data, *fast)
         return _parse_rank(path, data, explicit)
     except ET.ParseError as exc:
         return path, "error", f"not well-formed XML ({exc}); was the rank killed while writing?"
@@ -230,6 +238,7 @@ def read_rank_file(path: str, explicit: bool = True) -> Tuple[str, str, object]:
 
 
 def _parse_rank(path: str, data: bytes, explicit: bool) -> Tuple[str, str, object]:
+    """The general reader: ElementTree over any JUnit layout (the fast path's fallback)."""
     root = ET.fromstring(data)
     if root.tag == "testsuites":
         if root.get("name") == MERGED_NAME:
@@ -242,25 +251,38 @@ def _parse_rank(path: str, data: bytes, explicit: bool) -> Tuple[str, str, objec
         return path, "error", f"not a JUnit file (root element <{bounded(root.tag, 40)}>)"
     if not suites:
         return path, "error", "not a JUnit file (no <testsuite>)"
-    ctx: Dict[str, str] = {}
+    props: List[Tuple[str, str]] = []
     cases: List[Case] = []
+    durations: List[float] = []
     for suite in suites:
         for ch in suite:
             if ch.tag == "properties":
-                for p in ch:
-                    k = p.get("name")
-                    if p.tag == "property" and k and k not in ctx and len(ctx) < CONTEXT_KEYS_MAX:
-                        ctx[_intern(bounded(k, 64))] = _intern(bounded(p.get("value", "")))
+                props += [(p.get("name"), p.get("value", "")) for p in ch if p.tag == "property"]
             elif ch.tag == "testcase":
                 if len(cases) >= CASES_MAX:
                     return path, "error", f"more than {CASES_MAX} test cases"
                 cases.append(_case(ch))
+                durations.append(fastjunit.duration(ch.get("time")))
+    return _rank_of(path, data, props, suites[0].get("hostname"), cases, durations)
+
+
+def _rank_of(path: str, data: bytes, props: List[Tuple[str, str]], suite_host: Optional[str], cases: List[Case],
+             durations: List[float]) -> Tuple[str, str, object]:
+    """The Rank both readers build from a file's suite properties, suite hostname and cases."""
+    if len(cases) > CASES_MAX:
+        return path, "error", f"more than {CASES_MAX} test cases"
+    ctx: Dict[str, str] = {}
+    for k, v in props:
+        if k and k not in ctx and len(ctx) < CONTEXT_KEYS_MAX:
+            # bounded() inline: 20 properties x 100,000 ranks.
+            ctx[_intern(k if len(k) <= 64 else bounded(k, 64))] = _intern(v if len(v) <= FIELD_MAX else bounded(v))
     if "hostname" not in ctx:
-        ctx["hostname"] = bounded(suites[0].get("hostname") or rank_file_host(path))
+        ctx["hostname"] = bounded(suite_host or rank_file_host(path))
     m = RANK_FILE.search(os.path.basename(path))
     if "rank" not in ctx and m:
         ctx["rank"] = str(int(m.group(1)))
-    return path, "ok", Rank(path, ctx, cases, hashlib.blake2b(data, digest_size=16).hexdigest())
+    return path, "ok", Rank(path, ctx, cases, hashlib.blake2b(data, digest_size=16).hexdigest(),
+                            durations=durations)
 
 
 def rank_file_host(path: str) -> str:

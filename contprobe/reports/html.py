@@ -6,7 +6,9 @@ reproducer, lost ranks and unusable inputs.
 """
 from __future__ import annotations
 
+import re
 from collections import Counter
+from operator import attrgetter
 from html import escape
 from typing import Dict, List, Optional
 
@@ -18,8 +20,11 @@ from contprobe.reports.summary import (fix_text, gotchas_hit, header, rank_range
 from contprobe.site import Site
 
 ALL_HOSTS_MAX = 64        # show every node up to this many; beyond, only nodes that stand out
-OUTLIER_ROWS_MAX = 200
-LOST_SHOWN = 200
+NODES_SHOWN_MAX = 500     # failing nodes with a row of their own
+LOST_SHOWN = 200          # hosts with lost ranks listed
+PROBLEMS_SHOWN = 500      # unusable inputs listed
+PROBLEMS_OPEN = 10        # beyond this many, the list starts folded
+CARD_ROWS_SHOWN = 8       # probes a "what broke" card shows before folding the rest
 MARK = {"passed": "✓", "failed": "✗", "error": "!", "lost": "∅", "skipped": "–", "warning": "⚠", "": ""}
 
 CSS = """
@@ -57,12 +62,15 @@ def _broke(report: Report, site: Optional[Site]) -> List[str]:
         out.append(f"<div class='card' id='broke-{_e(gid)}'><h3>{_e(g.title)} <code>{_e(gid)}</code> — "
                    f"{len(rows)} probe(s)</h3><table><tr><th>image</th><th>probe</th><th>ranks</th>"
                    "<th>where</th><th>message</th><th>since</th></tr>")
-        for r in rows:
+        for i, r in enumerate(rows):
+            if i == CARD_ROWS_SHOWN:
+                # A dead node fails every probe of its launch: the card stays short, the rest unfolds.
+                out.append(f"</table><details><summary>{len(rows) - i} more probe(s)</summary><table>")
             since = _e(r.since) + (f" ({_e(r.change)})" if r.change else "") if r.since or r.change else _e(r.night)
             out.append(f"<tr><td>{_e(r.image)}</td><td><code class='probe'>{_e(r.probe)}</code></td>"
                        f"<td>{_e(result_cell(r))}</td><td>{'<br>'.join(_e(x) for x in where(r))}</td>"
                        f"<td>{_e(r.text)}</td><td>{since}</td></tr>")
-        out.append("</table>")
+        out.append("</table></details>" if len(rows) > CARD_ROWS_SHOWN else "</table>")
         out.append(f"<p><b>Fix</b></p><div class='fix'>{_e(fix_text(gid, site))}</div>")
         ev = next((r.evidence for r in rows if r.evidence), "")
         if ev:
@@ -98,37 +106,46 @@ def _images_matrix(report: Report) -> List[str]:
 
 
 def _nodes_matrix(report: Report) -> List[str]:
+    """Every node up to ALL_HOSTS_MAX; beyond, the failing nodes only (most failures first, at most
+    NODES_SHOWN_MAX rows) and one line for the nodes that passed: a page for 12,500 nodes stays small."""
     probes = _probes(report.rows)
-    worst: Dict[str, Dict[str, str]] = {}
+    hosts = report.hosts
+    worst: Dict[str, Dict[str, str]] = {}       # only nodes with a result other than passed
     for r in report.rows:
-        for ref, c in r.entries:
+        for ref, c in r.unusual:
             cur = worst.setdefault(ref.host, {}).get(r.probe)
             if cur is None or SEVERITY[c.outcome] < SEVERITY[cur]:
                 worst[ref.host][r.probe] = c.outcome
     nfail = {h: sum(1 for o in ps.values() if o in FAILING) for h, ps in worst.items()}
-    hosts = sorted(worst, key=lambda h: (-nfail[h], h))
-    bad_hosts = [h for h in hosts if nfail[h]]
-    shown = hosts if len(hosts) <= ALL_HOSTS_MAX else bad_hosts[:OUTLIER_ROWS_MAX]
+    bad_hosts = sorted((h for h in worst if nfail[h]), key=lambda h: (-nfail[h], h))
+    every = len(hosts) <= ALL_HOSTS_MAX
+    shown = sorted(hosts, key=lambda h: (-nfail.get(h, 0), h)) if every else bad_hosts[:NODES_SHOWN_MAX]
+    passing = len(hosts) - len(bad_hosts)
     out = ["<h2 id='nodes'>Nodes × probes</h2>",
-           f"<p>{len(hosts)} node(s); {len(bad_hosts)} with a failing probe"
-           + (f"; showing those first {len(shown)}" if len(shown) < len(hosts) else "") + ".</p>"]
+           f"<p>{len(hosts):,} node(s); <b>{len(bad_hosts):,} with a failing probe</b>"
+           + ("" if every else f", shown below{' (the first ' + format(len(shown), ',') + ')' if len(shown) < len(bad_hosts) else ''}; "
+              f"<span id='nodes-passed'>{passing:,} node(s) passed every probe they ran</span>") + ".</p>"]
     if not shown:
         return out
-    out.append("<table class='matrix'><tr><th>node</th><th>failing</th>")
+    present = {r.probe: set(map(attrgetter("host"), r.refs)) for r in report.rows}   # who ran each probe
+    out.append("<table class='matrix' id='nodes-table'><tr><th>node</th><th>failing</th>")
     out += [f"<th class='p' title='{_e(p)}'>{_e(p)}</th>" for p in probes]
     out.append("</tr>")
     for h in shown:
-        cls = " class='outlier'" if nfail[h] and len(bad_hosts) < len(hosts) else ""
-        out.append(f"<tr{cls}><th>{_e(h)}</th><td>{nfail[h] or ''}</td>")
+        cls = " class='outlier'" if nfail.get(h) and len(bad_hosts) < len(hosts) else ""
+        cells = [f"<tr{cls}><th>{_e(h)}</th><td>{nfail.get(h) or ''}</td>"]
         for p in probes:
-            o = worst[h].get(p, "")
-            out.append(f"<td class='o-{o}' title='{_e(h)} {_e(p)}: {_e(o or 'not run')}'>{MARK[o]}</td>")
-        out.append("</tr>")
+            o = worst.get(h, {}).get(p) or ("passed" if h in present.get(p, ()) else "")
+            # Only cells that say something carry a tooltip: 500 nodes x 30 probes stay a few hundred kB.
+            tip = f" title='{_e(h)} {_e(p)}: {_e(o or 'not run')}'" if o != "passed" else ""
+            cells.append(f"<td class='o-{o}'{tip}>{MARK[o]}</td>")
+        out.append("".join(cells) + "</tr>")
     out.append("</table>")
-    if len(shown) < len(hosts):
-        rest = Counter("all passed or skipped" if not nfail[h] else "failing (not shown)"
-                       for h in hosts if h not in set(shown))
-        out.append("<p class='small'>" + "; ".join(f"{n} other node(s) {what}" for what, n in rest.items())
+    hidden = bad_hosts[len(shown):] if not every else []
+    if hidden:
+        by_probe = Counter(p for h in hidden for p, o in worst[h].items() if o in FAILING)
+        out.append(f"<p class='small' id='nodes-hidden'>{len(hidden):,} more failing node(s), not shown (the JSON "
+                   "report has every rank): " + "; ".join(f"{_e(p)} on {n:,}" for p, n in by_probe.most_common(20))
                    + ".</p>")
     return out
 
@@ -199,28 +216,42 @@ def _launches(report: Report) -> List[str]:
 
 
 def _lost(report: Report) -> List[str]:
+    """Lost ranks grouped by image, host and cause: a dead node is one line, not eight (or twelve)."""
     if not report.lost:
         return []
-    out = [f"<h2 id='lost'>Lost ranks ({len(report.lost)})</h2><table><tr><th>image</th><th>rank</th><th>host</th>"
-           "<th>reason</th></tr>"]
-    out += [f"<tr class='o-lost'><td>{_e(x.image)}</td><td>{x.rank}</td><td>{_e(x.host)}</td><td>{_e(x.reason)}</td></tr>"
-            for x in report.lost[:LOST_SHOWN]]
-    out.append("</table>")
-    if len(report.lost) > LOST_SHOWN:
-        out.append(f"<p class='small'>… and {len(report.lost) - LOST_SHOWN} more; all are in the JSON report.</p>")
-    by_image: Dict[str, List[int]] = {}
+    groups: Dict[tuple, list] = {}
     for x in report.lost:
-        by_image.setdefault(x.image, []).append(x.rank)
-    out += [f"<p class='small'>{_e(img)}: {_e(rank_ranges(rs))}</p>" for img, rs in by_image.items()]
+        groups.setdefault((x.image, x.host, x.gotcha), []).append(x)
+    ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    out = [f"<h2 id='lost'>Lost ranks ({len(report.lost):,} on {len({k[1] for k in groups}):,} host(s))</h2>"
+           "<table id='lost-table'><tr><th>image</th><th>host</th><th>ranks</th><th>gotcha</th><th>reason</th></tr>"]
+    for (image, host, gid), xs in ordered[:LOST_SHOWN]:
+        reasons = Counter(x.reason for x in xs).most_common()
+        reason = reasons[0][0] + (f" (and {len(reasons) - 1} other reason(s))" if len(reasons) > 1 else "")
+        out.append(f"<tr class='o-lost'><td>{_e(image)}</td><td>{_e(host)}</td><td>{_e(rank_ranges([x.rank for x in xs]))}"
+                   f" ({len(xs)})</td><td><code>{_e(gid)}</code></td><td>{_e(reason)}</td></tr>")
+    out.append("</table>")
+    if len(ordered) > LOST_SHOWN:
+        out.append(f"<p class='small'>… and {len(ordered) - LOST_SHOWN:,} more host(s) with lost ranks; all are in the "
+                   "JSON report.</p>")
     return out
 
 
 def _problems(report: Report) -> List[str]:
+    """Unusable inputs: counted by kind; the list itself folded when long (thousands at 100,000 ranks)."""
     if not report.problems:
         return []
-    out = [f"<h2 id='incomplete'>Incomplete: {len(report.problems)} input(s) could not be used</h2><ul>"]
-    out += [f"<li><code>{_e(p.path)}</code>: {_e(p.message)}</li>" for p in report.problems]
-    return out + ["</ul>"]
+    kinds = Counter(re.split(r" \(|;", p.message, 1)[0] for p in report.problems)
+    out = [f"<h2 id='incomplete'>Incomplete: {len(report.problems):,} input(s) could not be used</h2>",
+           "<p>" + "; ".join(f"{n:,}: {_e(k)}" for k, n in kinds.most_common(10))
+           + (f"; {len(kinds) - 10} other kind(s)" if len(kinds) > 10 else "") + "</p>",
+           f"<details{' open' if len(report.problems) <= PROBLEMS_OPEN else ''}><summary>the inputs</summary><ul>"]
+    out += [f"<li><code>{_e(p.path)}</code>: {_e(p.message)}</li>" for p in report.problems[:PROBLEMS_SHOWN]]
+    out.append("</ul>")
+    if len(report.problems) > PROBLEMS_SHOWN:
+        out.append(f"<p class='small'>… and {len(report.problems) - PROBLEMS_SHOWN:,} more; all are in the JSON "
+                   "report.</p>")
+    return out + ["</details>"]
 
 
 def page(report: Report, site: Optional[Site] = None, title: str = "contprobe report") -> str:

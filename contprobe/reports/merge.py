@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from typing import Dict, List, Optional, Tuple
+from operator import attrgetter
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from contprobe.inimage import catalog
-from contprobe.model import (Case, Entry, Launch, LaunchRecord, Lost, Rank, RankRef, Report, Row, image_name)
+from contprobe.model import (Case, Launch, LaunchRecord, Lost, Rank, RankRef, Report, Row, image_name)
 from contprobe.reports import perf as perfmod
 from contprobe.reports.collect import CRASHED, Inputs, Problem, rank_file_host
 
@@ -22,6 +23,7 @@ PLACEMENT_KEYS = ("rank", "hostname", "local_rank", "cuda_visible_devices", "gpu
 # one hostile rank saying size=99999999999 must not make the report list a billion lost ranks.
 CLAIM_FACTOR, CLAIM_FLOOR = 16, 64
 # Context keys that describe one rank, not the launch.
+_PROBE = attrgetter("probe")
 RANK_KEYS = ("local_rank", "command", "cuda_visible_devices", "gpu_uuids", "cpu_affinity", "partial")
 
 
@@ -72,6 +74,45 @@ def placement_of(ranks: List[Rank]) -> List[Dict[str, str]]:
     return sorted(rows, key=lambda row: int(row["rank"]) if str(row["rank"]).isdigit() else 0)
 
 
+def _runs(ranks: List[Rank]) -> Iterator[Tuple[List[Rank], Tuple[str, ...]]]:
+    """Consecutive ranks with the same probes in the same order (almost always all of a launch's)."""
+    run: List[Rank] = []
+    probes: Tuple[str, ...] = ()
+    for rf in ranks:
+        mine = tuple(map(_PROBE, rf.base))
+        if run and mine == probes:
+            run.append(rf)
+            continue
+        if run:
+            yield run, probes
+        run, probes = [rf], mine
+    if run:
+        yield run, probes
+
+
+def _add_run(run: List[Rank], probes: Tuple[str, ...], d: str, rows: List[Row], cause: Dict[int, str],
+             refs: Dict[str, Dict[str, Tuple[float, float]]]) -> None:
+    """Every rank of a run into the rows of its probes, column by column (zip(*) transposes in C)."""
+    who = [RankRef(rf.rank if rf.rank is not None else -1, rf.host, d) for rf in run]
+    columns = zip(*[rf.base for rf in run])
+    times = zip(*[rf.durations if rf.durations is not None else [c.duration_s for c in rf.base] for rf in run])
+    starts = []
+    for row, probe, cases, durations in zip(rows, probes, columns, times):
+        if probe in refs:
+            cases = [perfmod.apply(c, refs[probe]) if c.metrics else c for c in cases]
+        starts.append(len(row.cases))
+        row.refs += who
+        row.cases += cases
+        row.durations += durations
+    for i, rf in enumerate(run):
+        if rf.rank in cause:
+            # The launch log named why this rank died: that beats the generic rank-lost.
+            for row, start in zip(rows, starts):
+                c = row.cases[start + i]
+                if c.message == CRASHED:
+                    row.cases[start + i] = c._replace(gotcha=cause[rf.rank], fix=catalog.get(cause[rf.rank]).fix_line)
+
+
 def merge(inputs: Inputs, expect_ranks: Optional[int] = None,
           refs: Optional[Dict[str, Dict[str, Tuple[float, float]]]] = None, site: str = "generic") -> Report:
     """The whole-machine view of what collect() read."""
@@ -107,6 +148,8 @@ def merge(inputs: Inputs, expect_ranks: Optional[int] = None,
         night = night_of(d, rec, ranks)
         # A rank known only from its journal died: it is lost, and what it finished is still shown.
         found = [r.rank for r in ranks if r.rank is not None and not r.journal]
+        found_set = set(found)
+        journals = {x.rank: x for x in reversed(ranks) if x.journal}
         expected = _expected(rec, expect_ranks, ranks, found, problems, d)
         hosts = list(dict.fromkeys([r.host for r in ranks if not r.journal] + (rec.hosts if rec else [])))
         first = next((r for r in ranks if not r.journal), ranks[0] if ranks else None)
@@ -122,34 +165,28 @@ def merge(inputs: Inputs, expect_ranks: Optional[int] = None,
             named[item.rank] = item.gotcha if item.gotcha in catalog.load() else "rank-lost"
         for p in unreadable.get(d, []):
             m = re.search(r"junit-r(\d+)-", os.path.basename(p))
-            if m and int(m.group(1)) not in found:
+            if m and int(m.group(1)) not in found_set:
                 missing.setdefault(int(m.group(1)), (rank_file_host(p) or "?", f"result file unreadable: {p}"))
         for r in range(expected):
-            if r not in found and r not in missing:
-                journal = next((x for x in ranks if x.journal and x.rank == r), None)
+            if r not in found_set and r not in missing:
+                journal = journals.get(r)
                 host, note = (journal.host, "") if journal else _lost_host(r, hosts, expected)
                 missing[r] = (host, ("ended before writing its JUnit" if journal else "no result file") + note)
         launch_lost = [Lost(r, missing[r][0], missing[r][1], image, night, d, named.get(r, "rank-lost"))
-                       for r in sorted(missing) if r not in found]
+                       for r in sorted(missing) if r not in found_set]
         lost += launch_lost
         cause = {x.rank: x.gotcha for x in launch_lost}
 
         host_name = (rec.hosts[0] if rec and rec.hosts else "") or (hosts[0] if hosts else "?")
         for c in rec.host_cases if rec else []:
-            row_for(night, image, c.probe).entries.append(Entry(RankRef(-1, host_name, d), c))
-        for rf in ranks:
-            ref = RankRef(rf.rank if rf.rank is not None else -1, rf.host, d)
-            for c in rf.cases:
-                if c.message == CRASHED and rf.rank in cause:
-                    # The launch log named why this rank died: that beats the generic rank-lost.
-                    c = c._replace(gotcha=cause[rf.rank], fix=catalog.get(cause[rf.rank]).fix_line)
-                if c.metrics and c.probe in refs:
-                    c = perfmod.apply(c, refs[c.probe])
-                row_for(night, image, c.probe).entries.append(Entry(ref, c))
+            row_for(night, image, c.probe).add(RankRef(-1, host_name, d), c)
+        launch_probes: Dict[str, None] = {}
+        for run, probes in _runs(ranks):
+            launch_probes.update(dict.fromkeys(probes))
+            _add_run(run, probes, d, [row_for(night, image, p) for p in probes], cause, refs)
         # A lost rank is lost for every probe of its launch.
-        launch_probes = list(dict.fromkeys(c.probe for rf in ranks for c in rf.cases))
         if not launch_probes and launch_lost:
-            launch_probes = ["launch.ranks"]  # no rank of this launch left a readable result
+            launch_probes = {"launch.ranks": None}  # no rank of this launch left a readable result
             row_for(night, image, "launch.ranks")
         kept = {(rf.rank, c.probe) for rf in ranks if rf.journal for c in rf.cases}
         for lr in launch_lost:
@@ -157,8 +194,8 @@ def merge(inputs: Inputs, expect_ranks: Optional[int] = None,
             fix = catalog.get(lr.gotcha).fix_line
             for probe in launch_probes:
                 if (lr.rank, probe) not in kept:
-                    rows[(night, image, probe)].entries.append(
-                        Entry(ref, Case(probe, "lost", 0.0, f"rank {lr.rank} lost: {lr.reason}", lr.gotcha, fix)))
+                    rows[(night, image, probe)].add(
+                        ref, Case(probe, "lost", 0.0, f"rank {lr.rank} lost: {lr.reason}", lr.gotcha, fix))
         for rr in rec.reruns if rec else []:
             for probe in rr.probes:
                 row = rows.get((night, image, probe))
@@ -167,7 +204,7 @@ def merge(inputs: Inputs, expect_ranks: Optional[int] = None,
 
     for row in rows.values():
         if row.probe in refs:
-            row.perf = perfmod.summarize(row.entries, refs[row.probe])
+            row.perf = perfmod.summarize(row, refs[row.probe])
     latest: Dict[str, str] = {}
     for (night, image, _probe) in rows:
         latest[image] = max(latest.get(image, ""), night)

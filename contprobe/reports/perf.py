@@ -32,12 +32,12 @@ def apply(case: Case, refs: Dict[str, Tuple[float, float]]) -> Case:
     return case
 
 
-def summarize(entries, refs: Dict[str, Tuple[float, float]]) -> List[PerfCheck]:
-    """Value, reference and ratio per metric of one probe, over the ranks (merge.Entry) that measured it."""
+def summarize(row, refs: Dict[str, Tuple[float, float]]) -> List[PerfCheck]:
+    """Value, reference and ratio per metric of one probe (a model.Row), over the ranks that measured it."""
     out: List[PerfCheck] = []
     for metric, (reference, tolerance) in refs.items():
-        vals = [(e.ref.rank, e.ref.host, e.case.metrics[metric]) for e in entries
-                if e.case.metrics and metric in e.case.metrics]
+        vals = [(ref.rank, ref.host, c.metrics[metric]) for ref, c in zip(row.refs, row.cases)
+                if c.metrics and metric in c.metrics]
         if not vals:
             continue
         floor = reference * (1.0 - tolerance)

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import errno
 import gc
+import itertools
 import json
 import os
 import stat
 import sys
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, TextIO, Tuple
+from typing import Iterable, List, Optional, Sequence, TextIO, Tuple, Union
 
 from contprobe import safeio, textsafe
-from contprobe.inimage.redact import redact_obj, redact_output
+from contprobe.inimage.redact import output_redactor, redact_obj, redact_output
 from contprobe.model import Problem, Report
 from contprobe.site import Site
 from contprobe.suite import UsageError
@@ -105,6 +106,8 @@ def build(paths: Sequence[str], site: Site, expect_ranks: Optional[int] = None, 
             hist, warnings = baseline.load_history(history) if history else ([], [])
             baseline.compare(report, previous, hist)
     finally:
+        # The report's millions of objects live until exit: frozen, rendering's collections skip them.
+        gc.freeze()
         gc.enable()
     if not report.rows and not report.problems:
         report.problems.append(Problem(", ".join(paths), "no rank results found"))
@@ -126,7 +129,7 @@ def render(report: Report, site: Site, outputs: Outputs, title: str = "contprobe
     for p in report.problems:
         sys.stderr.write(textsafe.one_line(f"contprobe: incomplete: {p.path}: {p.message}") + "\n")
     if outs["json"]:
-        write(outs["json"], summary.to_json(summary.contract(report, site)), "json")
+        write(outs["json"], summary.json_parts(report, site), "json")
     if outs["markdown"]:
         write(outs["markdown"], summary.markdown(report, site, title), "markdown")
     if outs["html"]:
@@ -153,16 +156,33 @@ def redact_document(text: str, kind: str) -> str:
     return out
 
 
-def write(path: str, text: str, kind: str = "text") -> None:
-    """The output boundary: one redaction for every format, and no link followed where it goes."""
-    text = redact_document(text, kind)
+def write(path: str, text: Union[str, Iterable[str]], kind: str = "text") -> None:
+    """The output boundary: one redaction for every format, and no link followed where it goes.
+
+    A document too big to hold twice (the JSON of 100,000 ranks) comes as consecutive pieces, each
+    redacted on its own as it is written; json_parts ends every piece between two entries, so an
+    untrusted string is always redacted whole.
+    """
+    if not isinstance(text, str):
+        parts = iter(text)
+        first, second = next(parts, ""), next(parts, None)
+        if second is None:      # one piece after all: the whole-document redaction applies
+            text = first
+        else:
+            redact = output_redactor()
+            pieces: Iterable[str] = (redact(p) for p in itertools.chain((first, second), parts))
+    if isinstance(text, str):
+        pieces = [redact_document(text, kind)]
     if path == "-":
-        sys.stdout.write(text)
+        for piece in pieces:
+            sys.stdout.write(piece)
         sys.stdout.flush()
         return
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        safeio.write_text(path, text)
+        with safeio.open_output(path) as fh:
+            for piece in pieces:
+                fh.write(piece)
     except OSError as exc:   # checked before the run, but a disk can fill or a path change since
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 

@@ -1,19 +1,26 @@
 """The merged report as text: terminal table, Markdown and the JSON contract (with per-rank detail)."""
 from __future__ import annotations
 
+import math
+import secrets
+from itertools import compress, islice
+from json.encoder import encode_basestring_ascii
 from collections import Counter
-from typing import Dict, List, Optional, Sequence, Tuple
+from operator import attrgetter, ne
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from tabulate import tabulate
 
 from contprobe.inimage import catalog
 from contprobe import textsafe
 from contprobe.inimage.redact import redact_obj, redact_text
-from contprobe.model import FAILING, SEVERITY, Report, Row
+from contprobe.model import FAILING, SEVERITY, Case, RankRef, Report, Row, rank_dict
 from contprobe.site import Site
 
 HOSTS_SHOWN = 6
 PRETTY_JSON_MAX_ENTRIES = 20000   # beyond this many rank entries the JSON is written compactly
+PLACEMENT_SHOWN = 256            # ranks in the terminal's placement table; the JSON has every one
+RANK_PIECE = 20000                # rank entries per piece of a big JSON report
 
 
 # ---- small pieces shared with html -----------------------------------------------------------
@@ -51,7 +58,7 @@ def result_cell(row: Row) -> str:
 def where(row: Row, hosts_shown: int = HOSTS_SHOWN) -> List[str]:
     """Which ranks on which hosts, for every outcome but the most common one (if ranks disagree)."""
     oc = ordered_counts(row)
-    if row.host_side or len(row.entries) == 1:
+    if row.host_side or row.size == 1:
         return []
     if len(oc) <= 1:
         if oc and oc[0][0] in FAILING:
@@ -70,7 +77,7 @@ def where(row: Row, hosts_shown: int = HOSTS_SHOWN) -> List[str]:
 
 def _hosts_text(row: Row, outcome: str, hosts_shown: int) -> str:
     by_host: Dict[str, List[int]] = {}
-    for ref, c in row.entries:
+    for ref, c in (row.unusual if outcome != "passed" else row.entries):
         if c.outcome == outcome:
             by_host.setdefault(ref.host, []).append(ref.rank)
     shown = sorted(by_host.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:hosts_shown]
@@ -87,7 +94,7 @@ def fix_text(gotcha_id: str, site: Optional[Site]) -> str:
 def gotchas_hit(rows: List[Row], lost: bool = False) -> List[catalog.Gotcha]:
     seen: Dict[str, catalog.Gotcha] = {}
     for r in rows:
-        for gid in dict.fromkeys(c.gotcha for _, c in r.entries if c.outcome in FAILING and c.gotcha):
+        for gid in dict.fromkeys(c.gotcha for _, c in r.unusual if c.outcome in FAILING and c.gotcha):
             seen.setdefault(gid, catalog.get(gid))
     return list(seen.values())
 
@@ -95,10 +102,9 @@ def gotchas_hit(rows: List[Row], lost: bool = False) -> List[catalog.Gotcha]:
 def outlier_hosts(report: Report, limit: int = 10) -> List[Tuple[str, int, List[str]]]:
     """Hosts with failing probes when most hosts are fine: (host, failing ranks, probes)."""
     bad: Dict[str, Counter] = {}
-    hosts = set()
+    hosts = report.hosts
     for row in report.rows:
-        for ref, c in row.entries:
-            hosts.add(ref.host)
+        for ref, c in row.unusual:
             if c.outcome in FAILING:
                 bad.setdefault(ref.host, Counter())[row.probe] += 1
     if len(hosts) < 2 or len(bad) == len(hosts):
@@ -120,7 +126,7 @@ def summary_line(report: Report) -> str:
 def header(report: Report) -> str:
     nights = report.nights
     night = max((r.night for r in report.rows), default="")
-    hosts = {ref.host for r in report.rows for ref, _ in r.entries if ref.host != "?"}
+    hosts = report.hosts - {"?"}
     head = (f"contprobe {_mode(report)}: {report.verdict.upper()}: {len(report.images)} image(s), "
             f"{report.rank_count} rank(s) on {len(hosts)} host(s), night {night or '?'}"
             + (f" ({len(nights)} nights read)" if len(nights) > 1 else "") + f", site {report.site}")
@@ -220,8 +226,10 @@ def terminal(report: Report, site: Optional[Site] = None) -> str:
     rows, headers = _table_rows(report, md=False)
     out = [header(report), ""]
     one = single_launch(report)
-    if one is not None and len(one.placement) > 1:
+    if one is not None and 1 < len(one.placement) <= PLACEMENT_SHOWN:
         out += [placement_table(one.placement), ""]
+    elif one is not None and len(one.placement) > PLACEMENT_SHOWN:
+        out += [f"placement: {len(one.placement)} ranks on {len(one.hosts)} host(s); per rank in the JSON report", ""]
     out += [tabulate(rows, headers=headers) if rows else "(no results)", ""]
     if report.lost:
         out.append(f"Lost ranks ({len(report.lost)}):")
@@ -312,14 +320,15 @@ def markdown(report: Report, site: Optional[Site] = None, title: str = "contprob
 
 
 # ---- JSON ------------------------------------------------------------------------------------
-def contract(report: Report, site: Optional[Site] = None) -> dict:
-    """The doctor/run JSON contract, plus per-rank detail, lost ranks, launches and problems."""
+def contract(report: Report, site: Optional[Site] = None, ranks: bool = True) -> dict:
+    """The doctor/run JSON contract, plus per-rank detail (unless not ranks), lost ranks, launches and
+    problems."""
     night = max((r.night for r in report.rows), default="")
     one = single_launch(report)
     ctx: Dict[str, object] = launch_context(one) if one is not None else {"mode": "report"}
     ctx.update({"site": report.site, "night": night, "nights": report.nights,
                 "images": report.images, "ranks": report.rank_count,
-                "hosts": len({ref.host for r in report.rows for ref, _ in r.entries if ref.host != "?"}),
+                "hosts": len(report.hosts - {"?"}),
                 "launches": len(report.launches), "incomplete": report.incomplete})
     head = {
         "verdict": report.verdict,
@@ -340,19 +349,92 @@ def contract(report: Report, site: Optional[Site] = None) -> dict:
     if report.baseline is not None:
         head["baseline"] = report.baseline
     doc = redact_obj(head)
-    # Per-rank lists can hold 300,000 entries: redact only their free text instead of deep-copying.
     for r in report.rows:
-        d = r.as_dict()
-        ranks = d.pop("ranks")
-        d = redact_obj(d)
-        for x in ranks:
-            if "message" in x:
-                x["message"] = redact_text(x["message"])
-        d["ranks"] = ranks
+        d = redact_obj(r.as_dict(ranks=False))
+        if ranks:
+            d["ranks"] = [_redacted_rank(ref, c) for ref, c in zip(r.refs, r.cases)]
         doc["results"].append(d)
     return doc
+
+
+def _redacted_rank(ref: RankRef, c: Case) -> dict:
+    d = rank_dict(ref, c)
+    if "message" in d:
+        d["message"] = redact_text(d["message"])
+    return d
 
 
 def to_json(doc: dict) -> str:
     entries = sum(len(r.get("ranks", ())) for r in doc.get("results", ()))
     return textsafe.json_dumps(doc, indent=None if entries > PRETTY_JSON_MAX_ENTRIES else 2) + "\n"
+
+
+def json_parts(report: Report, site: Optional[Site] = None) -> Iterator[str]:
+    """The JSON report as consecutive pieces of text, each short enough to redact on its own.
+
+    Up to PRETTY_JSON_MAX_ENTRIES rank entries it is one indented piece. Beyond, it is compact, and
+    the per-rank lists (3,000,000 entries for 100,000 ranks) are written from text made once per
+    rank and outcome instead of one dict per entry; a piece ends between two entries, so every
+    untrusted string is redacted whole. The same document as to_json(contract(...)).
+    """
+    if sum(r.size for r in report.rows) <= PRETTY_JSON_MAX_ENTRIES:
+        yield to_json(contract(report, site))
+        return
+    doc = contract(report, site, ranks=False)
+    mark = secrets.token_hex(16)         # where each result's rank list goes; no input can guess it
+    for d in doc["results"]:
+        d["ranks"] = mark
+    pieces = (textsafe.json_dumps(doc) + "\n").split(f'"{mark}"')
+    if len(pieces) != len(report.rows) + 1:
+        raise RuntimeError("JSON placeholder not unique")   # cannot happen: 128 random bits
+    yield pieces[0]
+    heads: Dict[int, str] = {}
+    tails: Dict[int, str] = {}
+    for row, after in zip(report.rows, pieces[1:]):
+        yield "["
+        for lo in range(0, row.size, RANK_PIECE):
+            yield _rank_entries(row, lo, lo + RANK_PIECE, heads, tails)
+        yield "]" + after
+
+
+def _rank_entries(row: Row, lo: int, hi: int, heads: Dict[int, str], tails: Dict[int, str]) -> str:
+    """Entries lo..hi of the row's per-rank list as JSON text: a rank's head ('{"rank": 3, "host": "x", ')
+    and a case's tail ('"outcome": ...}'), each made once. The refs and cases are shared objects that
+    outlive the document, so id() names them, and joining 100,000 of them happens in C."""
+    refs, cases = row.refs[lo:hi], row.cases[lo:hi]
+    ref_ids, case_ids = list(map(id, refs)), list(map(id, cases))
+    new_refs = set(ref_ids).difference(heads)
+    if new_refs:
+        objs = dict(zip(ref_ids, refs))
+        for i in new_refs:
+            heads[i] = textsafe.json_dumps({"rank": objs[i].rank, "host": objs[i].host})[:-1] + ", "
+    sep = "" if lo == 0 else ", "
+    if not any(map(attrgetter("metrics"), cases)):
+        new_cases = set(case_ids).difference(tails)
+        if new_cases:
+            objs = dict(zip(case_ids, zip(refs, cases)))
+            for i in new_cases:
+                tails[i] = _tail(*objs[i])
+        # Runs of ranks with the same case (all of them, mostly): head1 + tail + ", " + head2 + tail ...
+        # is one join of the heads.
+        starts = [0, *compress(range(1, len(case_ids)), map(ne, case_ids, islice(case_ids, 1, None))), len(case_ids)]
+        head_texts = list(map(heads.__getitem__, ref_ids))
+        parts = []
+        for a, b in zip(starts, starts[1:]):
+            tail = tails[case_ids[a]]
+            parts.append((tail + ", ").join(head_texts[a:b]) + tail)
+        return sep + ", ".join(parts)
+    # Figures differ on every rank: no tail is shared.
+    return sep + ", ".join([heads[id(ref)] + _tail(ref, c) for ref, c in zip(refs, cases)])
+
+
+def _tail(ref: RankRef, c: Case) -> str:
+    m = c.metrics
+    if c.outcome == "passed" and m and all(type(v) is float and math.isfinite(v) for v in m.values()) \
+            and all(type(k) is str for k in m):
+        # json.dumps's own text for {"outcome": "passed", "metrics": {...}}, without its machinery.
+        return '"outcome": "passed", "metrics": {' + ", ".join(
+            f"{encode_basestring_ascii(k)}: {float.__repr__(v)}" for k, v in m.items()) + "}}"
+    d = _redacted_rank(ref, c)
+    del d["rank"], d["host"]
+    return textsafe.json_dumps(d)[1:]

@@ -303,8 +303,9 @@ def read_many(items: List[Tuple[str, bool]], workers: Optional[int] = None) -> l
     """read_rank_file over items, in worker processes when there are enough files to pay for them."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if workers is None:
-        # Idle CPUs only: on a busy login node extra processes just queue behind the others.
-        idle = cpus - int(os.getloadavg()[0]) if hasattr(os, "getloadavg") else cpus
+        # Idle CPUs only: on a busy login node extra processes just queue behind the others. This process
+        # waits while its workers read, so its own CPU counts as idle too.
+        idle = cpus - int(os.getloadavg()[0]) + 1 if hasattr(os, "getloadavg") else cpus
         workers = max(1, min(cpus, idle, len(items) // 400))
     workers = min(workers, cpus, max(1, len(items) // 50))
     if workers <= 1:

@@ -37,7 +37,9 @@ RFM_VENV=$RFM_VENV RFM_VERSION=$RFM_VERSION bash "$REPO/ci/provision/reframe.sh"
 if [[ $(id -u) -eq 0 ]]; then as_user() { runuser -u "$RUSER" -- "$@"; }; else as_user() { "$@"; }; fi
 
 rm -rf "$WORK" && mkdir -p "$WORK/bind" && echo bench >"$WORK/bind/probe.txt"
-chmod -R a+rX "$WORK" && chmod 0777 "$WORK"
+chmod -R a+rX "$WORK"
+# the containers run as the unprivileged user, who writes its results here: theirs, not world-writable
+[[ $(id -u) -eq 0 ]] && chown -R "$RUSER" "$WORK"
 VAR=bench-$RANDOM
 ENVV=(env "HOME=$WORK" "BENCH_VAR=$VAR" "BENCH_IMAGE=$IMG" "BENCH_BIND_DIR=$WORK/bind" "PYTHONPATH=$REPO"
       "PATH=/usr/local/bin:/usr/bin:/bin")

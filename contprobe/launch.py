@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Set, Tuple
 
 from contprobe import harness, image as images, launchers, pycache, runtimes
+from contprobe.inimage.redact import output_redactor
 from contprobe.launchers import nodelog
 from contprobe.suite import Expectations
 
@@ -267,6 +268,7 @@ def execute(argv: List[str], log_path: str, timeout: float, env: Optional[Mappin
                 rc = 128 - rc
             if timed_out:
                 rc = 124
+    redact_log(log_path)
     text = _tail(log_path)
     return LaunchResult(argv, rc if rc is not None else 137, text, time.monotonic() - t0, timed_out,
                         early if (by_grace and not got) else "", got[0] if got else 0, killed)
@@ -293,6 +295,36 @@ class _LogWatch:
 
 
 LOG_TAIL = 1 << 20     # what of a launch's output is kept for diagnosis: its last MiB
+REDACT_CHUNK = 1 << 20
+
+
+def redact_log(path: str) -> None:
+    """Rewrite a finished launch's log through the output redaction: what the image printed (it can
+    print the host's secrets passed into it) stays on disk only masked. Chunks end at a newline, so
+    only a secret split over two lines could pass; the rewrite never follows a link."""
+    redact = output_redactor()
+    tmp = f"{path}.redacting"
+    try:
+        src = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return
+    with os.fdopen(src, "rb") as fin:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        with os.fdopen(fd, "wb") as fout:
+            rest = b""
+            while True:
+                chunk = fin.read(REDACT_CHUNK)
+                data = rest + chunk
+                cut = len(data) if not chunk else data.rfind(b"\n") + 1
+                if not chunk or cut:
+                    piece, rest = data[:cut], data[cut:]
+                    text = piece.decode("utf-8", "surrogateescape")
+                    fout.write(redact(text).encode("utf-8", "surrogateescape"))
+                else:
+                    rest = data
+                if not chunk:
+                    break
+    os.replace(tmp, path)
 
 
 def _tail(path: str) -> str:

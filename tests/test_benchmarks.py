@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,9 @@ BENCH = ROOT / "ci" / "bench"
 CASES = [
     ("bench_reframe.sh", {"QUICK": "1"}, "ratio contprobe / ReFrame"),
     ("bench_doctor.sh", {"N": "1"}, "verdict: PASSED"),
+    ("bench_corpus.py", {}, "TOTAL"),
+    ("bench_explain.sh", {"SIZE": "10000000", "N": "1"}, "explain / grep:"),
+    ("bench_report.py", {"QUICK_ARGS": "--ranks 1000"}, "ms/file"),
 ]
 
 
@@ -28,8 +32,11 @@ CASES = [
 @pytest.mark.parametrize("script, env, expect", CASES, ids=[c[0] for c in CASES])
 def test_benchmark_runs_in_quick_mode(script, env, expect):
     work = user_dir("contprobe-bench-")        # the unprivileged user runs the containers in it
-    proc = subprocess.run(["bash", str(BENCH / script)], cwd=work, stdout=subprocess.PIPE,
+    runner = ["bash"] if script.endswith(".sh") else [sys.executable]
+    env = dict(env)
+    extra = env.pop("QUICK_ARGS", "").split()
+    proc = subprocess.run([*runner, str(BENCH / script), *extra], cwd=work, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=900,
-                          env={**os.environ, "WORK": os.path.join(work, "work"), **env})
+                          env={**os.environ, "WORK": os.path.join(work, "work"), "PYTHONPATH": str(ROOT), **env})
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert expect in proc.stdout, proc.stdout[-3000:]

@@ -18,7 +18,7 @@ SECRET_NAME = re.compile(r"(?:^|_)(?:" + "|".join(sorted(SECRET_WORDS, key=len, 
                          re.IGNORECASE)
 MASK = "<redacted>"
 # scheme://user:password@host, and proxy-style user:password@host:port without a scheme.
-URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s:@]+:[^/\s@]*@")
+URL_CREDENTIALS = re.compile(r"(?<![A-Za-z0-9+.-])(?P<scheme>[A-Za-z][A-Za-z0-9+.-]{0,31}://)[^/\s:@]+:[^/\s@]*@")
 BARE_CREDENTIALS = re.compile(r"(?<![\w/@.:-])(?P<user>[\w.~%+-]+):(?P<pw>[^\s/@:]+)@(?P<host>[\w.-]+:\d{1,5})\b")
 BEARER = re.compile(r"(?i)\b(?P<kind>bearer|basic|token)(?P<sp>\s+)[A-Za-z0-9._~+/=-]{6,}")
 # The value ends at a line end, or where markup or a JSON string would (a mask must not swallow the

@@ -125,9 +125,10 @@ def render(report: Report, site: Site, outputs: Outputs, title: str = "contprobe
     human.write(textsafe.terminal(redact_output(summary.terminal(report, site))))
     human.flush()
     for w in warnings:
-        sys.stderr.write(f"contprobe: warning: --history {w}\n")
+        sys.stderr.write(redact_output(textsafe.one_line(f"contprobe: warning: --history {w}")) + "\n")
     for p in report.problems:
-        sys.stderr.write(textsafe.one_line(f"contprobe: incomplete: {p.path}: {p.message}") + "\n")
+        # stderr is an output too: a problem's text can quote what an image wrote
+        sys.stderr.write(redact_output(textsafe.one_line(f"contprobe: incomplete: {p.path}: {p.message}")) + "\n")
     if outs["json"]:
         write(outs["json"], summary.json_parts(report, site), "json")
     if outs["markdown"]:

@@ -142,6 +142,9 @@ def launch_processes(root: int, sessions: Set[int]) -> List[Tuple[int, bytes]]:
         if pid not in mine:
             mine.add(pid)
             stack.extend(children.get(pid, ()))
+    # A session whose members are all gone is forgotten: Linux reuses its number only then, and a
+    # later session with that number (another job's daemon after a pid wrap-around) is not ours.
+    sessions.intersection_update({sid for _, _, sid in table})
     sessions.update(sid for pid, _, sid in table if pid in mine)
     me = os.getpid()
     return [(pid, _cmdline(pid)) for pid, _, sid in table

@@ -116,3 +116,18 @@ def test_slurm_and_pbs_allocations(tmp_path):
     alloc = S.current({"PBS_JOBID": "7.polaris", "PBS_NODEFILE": str(f)}, "pbs")
     assert alloc.scheduler == "pbs" and alloc.hosts == ["x1", "x2"] and alloc.hostfile == str(f)
     assert S.current({}) is None
+
+
+def test_a_session_with_no_member_left_is_forgotten(monkeypatch):
+    """Session numbers are reused once every member is gone: a later session with the same number
+    (after a pid wrap-around) must not be taken for the launch's and killed."""
+    from contprobe import launch
+    tables = [[(100, 1, 100), (200, 100, 200)],      # launcher 100 started rank session 200
+              [(100, 1, 100)],                       # session 200 ended
+              [(100, 1, 100), (300, 1, 200)]]        # an unrelated daemon's new session got number 200
+    monkeypatch.setattr(launch, "_proc_table", lambda: tables.pop(0))
+    monkeypatch.setattr(launch, "_cmdline", lambda pid: b"x")
+    sessions = set()
+    assert [p for p, _ in launch.launch_processes(100, sessions)] == [100, 200]
+    assert [p for p, _ in launch.launch_processes(100, sessions)] == [100]
+    assert [p for p, _ in launch.launch_processes(100, sessions)] == [100]

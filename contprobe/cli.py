@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -50,6 +51,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("contprobe: interrupted\n")
         return 130
+    except BrokenPipeError:
+        # `contprobe gotchas | head`: the reader left; say nothing more (Python would print a traceback
+        # flushing stdout at exit unless stdout points elsewhere).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13
 
 
 if __name__ == "__main__":

@@ -201,6 +201,15 @@ def test_cli_gotchas_shows_one_entry_in_full():
         assert part.strip() in p.stdout
 
 
+def test_cli_gotchas_shows_what_makes_the_engine_name_it():
+    """A broad symptom is shown with the context it needs and the veto: a user reading the entry sees
+    why 'No space left on device' alone did not name it."""
+    g = catalog.get("cache-in-home")
+    out = _gotchas("cache-in-home").stdout
+    assert f"broad (only with context): {'; '.join(g.broad)}" in out
+    assert f"context: {'; '.join(g.context)}" in out and f"unless: {'; '.join(g.unless)}" in out
+
+
 def test_cli_gotchas_unknown_id_is_usage_error():
     p = _gotchas("no-such-gotcha")
     assert p.returncode == 2

@@ -96,3 +96,15 @@ def mpiexec() -> str:
     if not exe:
         pytest.skip("mpiexec.mpich not installed (apt-get install mpich libmpich-dev)")
     return exe
+
+
+@pytest.fixture
+def host_dir():
+    """A directory on the host that apptainer does not bind by default (/tmp and $HOME are), writable by
+    the test user who runs the containers."""
+    import uuid
+    d = Path("/srv") / f"contprobe-{uuid.uuid4().hex[:8]}"
+    d.mkdir(parents=True)
+    os.chmod(d, 0o777)
+    yield str(d)
+    shutil.rmtree(d, ignore_errors=True)

@@ -6,7 +6,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
@@ -23,16 +22,6 @@ def run_json(args, env=None):
     res = run_as_user(["run", *args, "--out", os.path.join(out, "run"), "--json", os.path.join(out, "run.json")], env=env)
     doc = json.load(open(os.path.join(out, "run.json"))) if os.path.exists(os.path.join(out, "run.json")) else None
     return res, doc, os.path.join(out, "run")
-
-
-@pytest.fixture
-def host_dir():
-    """A directory on the host that apptainer does not bind by default (/tmp and $HOME are)."""
-    d = Path("/srv") / f"contprobe-{uuid.uuid4().hex[:8]}"
-    d.mkdir(parents=True)
-    os.chmod(d, 0o777)
-    yield str(d)
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def test_all_pass_with_reproducer(host_dir):

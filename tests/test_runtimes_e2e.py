@@ -80,15 +80,6 @@ def podman_user():
         stop_pause(USER, user_env()["XDG_RUNTIME_DIR"])
 
 
-@pytest.fixture
-def host_dir():
-    d = Path("/srv") / f"contprobe-rt-{uuid.uuid4().hex[:8]}"
-    d.mkdir(parents=True)
-    os.chmod(d, 0o777)
-    yield str(d)
-    shutil.rmtree(d, ignore_errors=True)
-
-
 def assert_value_only_in_environment(out: str) -> None:
     launch = json.load(open(os.path.join(out, "launch.json")))
     assert not any(SECRET in a for a in launch["argv"]), launch["argv"]

@@ -22,77 +22,22 @@ set -euo pipefail
 
 CACHE=${CONTPROBE_IMAGES:-/var/tmp/contprobe-images}
 CPUSER=${CONTPROBE_USER:-cpuser}
-# zstd level 3, as in build-test-images.sh: ~4x faster than gzip on 2 cores, same size
-SQUASH_ARGS='-comp zstd -Xcompression-level 3'
 WORK=$CACHE/.work-py-range
 T_ALL=$(date +%s)
 RECORD_WIDTH=20
 
 log() { printf '[build-py-range] %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-APT_Q=(-qq -o Dpkg::Use-Pty=0 -o Acquire::Languages=none -o Acquire::Check-Valid-Until=false)
-
-[ "$(id -u)" = 0 ] || die "must run as root"
-command -v apptainer >/dev/null || die "apptainer not found: run ci/provision/apptainer.sh first"
-command -v debootstrap >/dev/null || die "debootstrap not found: run ci/provision/apptainer.sh first"
 
 # shellcheck source=../lib/apt-mirror.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/apt-mirror.sh"
 # shellcheck source=../lib/image-cache.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/image-cache.sh"
+# shellcheck source=../lib/chroot.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/chroot.sh"
+require_build_tools
 MIRROR=$(mirror_uri)
 
-# ---------- helpers (the cache and its recipe hashes: ci/lib/image-cache.sh)
-
-
-# minimal /dev for a chroot (no bind mount of the host's /dev, so `rm -rf dev/*` stays safe)
-make_dev() {
-    local d=$1/dev
-    mkdir -p "$d"
-    [ -e "$d/null" ]    || mknod -m 666 "$d/null" c 1 3
-    [ -e "$d/zero" ]    || mknod -m 666 "$d/zero" c 1 5
-    [ -e "$d/random" ]  || mknod -m 666 "$d/random" c 1 8
-    [ -e "$d/urandom" ] || mknod -m 666 "$d/urandom" c 1 9
-    [ -e "$d/fd" ]      || ln -s /proc/self/fd "$d/fd"
-}
-
-# a command in a chroot with a clean environment and /proc (dpkg maintainer scripts want it)
-in_chroot() {
-    local dir=$1; shift
-    make_dev "$dir"
-    mkdir -p "$dir/proc"
-    if ! mountpoint -q "$dir/proc"; then mount -t proc proc "$dir/proc"; MOUNTED+=("$dir/proc"); fi
-    printf '#!/bin/sh\nexit 101\n' >"$dir/usr/sbin/policy-rc.d"; chmod 755 "$dir/usr/sbin/policy-rc.d"
-    local -a envs=(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
-                   LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes)
-    local rc=0
-    env -i "${envs[@]}" chroot "$dir" "$@" || rc=$?
-    umount "$dir/proc" || umount -l "$dir/proc"
-    return $rc
-}
-
-finish_tree() {
-    local dir=$1
-    mountpoint -q "$dir/proc" && die "$dir/proc still mounted"
-    rm -f "$dir/usr/sbin/policy-rc.d"
-    rm -rf "$dir"/var/cache/apt/*.bin "$dir"/var/cache/apt/archives/*.deb \
-           "$dir"/var/cache/apt/archives/partial/* "$dir"/var/lib/apt/lists/* \
-           "$dir"/root/.cache "$dir"/tmp/* "$dir"/var/tmp/* "$dir"/var/log/apt/* "$dir"/var/log/dpkg.log
-    find "$dir/usr" -name '__pycache__' -type d -prune -exec rm -rf {} + 2>/dev/null || true
-    # an empty /dev: apptainer brings its own; device nodes in a build base break fakeroot builds
-    rm -rf "${dir:?}"/dev/*
-    mkdir -p "$dir/proc" "$dir/sys" "$dir/tmp"
-    chmod 1777 "$dir/tmp"
-}
-
-build_sif() {  # SANDBOX NAME
-    local tmp="$CACHE/.$2.tmp"
-    rm -f "$tmp"
-    # shellcheck disable=SC2086
-    apptainer -q build -F --mksquashfs-args "$SQUASH_ARGS" "$tmp" "$1" >/dev/null
-    chmod 644 "$tmp"
-    mv -f "$tmp" "$CACHE/$2"
-}
+# ---------- helpers (the cache and its recipe hashes: ci/lib/image-cache.sh; chroot and SIF: ci/lib/chroot.sh)
 
 # what the image has: "python 3.9.2 pytest 6.0.2" or "python 3.13.5 pytest none"
 versions() {  # SANDBOX

@@ -118,14 +118,14 @@ vpip() { "$VENV/bin/python" -m pip "$@"; }
 step_base_packages() {
     if vpy - <<EOF 2>/dev/null
 import importlib.metadata as md, sys
-import pytest, xdist, junitparser, tabulate, numpy, torch
+import pytest, junitparser, tabulate, numpy, torch
 sys.exit(not (torch.__version__ == "${TORCH_VERSION}+cpu" and torch.version.cuda is None))
 EOF
     then
-        log "pytest/xdist/junitparser/tabulate/numpy/torch: present"
+        log "pytest/junitparser/tabulate/numpy/torch: present"
         return
     fi
-    vpip install -q "$TORCH_SPEC" numpy pytest pytest-xdist junitparser tabulate
+    vpip install -q "$TORCH_SPEC" numpy pytest junitparser tabulate
 }
 
 check_torch_cpu() {

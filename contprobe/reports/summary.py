@@ -77,7 +77,7 @@ def where(row: Row, hosts_shown: int = HOSTS_SHOWN) -> List[str]:
 
 def _hosts_text(row: Row, outcome: str, hosts_shown: int) -> str:
     by_host: Dict[str, List[int]] = {}
-    for ref, c in (row.unusual if outcome != "passed" else row.entries):
+    for ref, c in (row.unusual if outcome != "passed" else zip(row.refs, row.cases)):
         if c.outcome == outcome:
             by_host.setdefault(ref.host, []).append(ref.rank)
     shown = sorted(by_host.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:hosts_shown]

@@ -208,10 +208,8 @@ def _case(tc: ET.Element) -> Case:
                     props[name] = p.get("value", "")
         elif res is None and tag in _RESULT_TAGS:
             res = ch
-    if res is None:
-        return _make_case(tc.get("classname", ""), tc.get("name", ""), props, None, "", "")
-    return _make_case(tc.get("classname", ""), tc.get("name", ""), props, res.tag, res.get("message") or "",
-                      res.text or "")
+    result = (None, "", "") if res is None else (res.tag, res.get("message") or "", res.text or "")
+    return _make_case(tc.get("classname", ""), tc.get("name", ""), props, *result)
 
 
 def read_rank_file(path: str, explicit: bool = True) -> Tuple[str, str, object]:
@@ -388,10 +386,10 @@ def read_journal(path: str, launch: str) -> Tuple[Optional[Rank], str]:
 
 
 # ---- launch records --------------------------------------------------------------------------
-def read_json(path: str, cap: int = RECORD_CAP, follow: bool = False) -> Tuple[Optional[object], Optional[str]]:
+def read_json(path: str) -> Tuple[Optional[object], Optional[str]]:
     """(parsed strict JSON, None) or (None, why it cannot be used). Never raises."""
     try:
-        data = safeio.read_capped(path, cap, follow=follow)
+        data = safeio.read_capped(path, RECORD_CAP)
     except OSError as exc:
         return None, f"cannot be read ({exc.strerror or exc})"
 
@@ -443,8 +441,7 @@ def collect(paths: Iterable[str], workers: Optional[int] = None) -> Inputs:
             if rec is None or (m is not None and int(m.group(1)) < max(rec.expected_ranks, 1)):
                 inputs.unreadable.append((path, launch))
             continue
-        rf = payload
-        assert isinstance(rf, Rank)
+        rf: Rank = payload
         rf.launch = launch
         rec = inputs.launches.get(launch)
         if rec is not None and (rf.rank is None or not 0 <= rf.rank < max(rec.expected_ranks, 1)):
@@ -466,17 +463,17 @@ def collect(paths: Iterable[str], workers: Optional[int] = None) -> Inputs:
         by_rank[key] = path
         inputs.ranks.append(rf)
     for path, launch in found.journals:
-        m = JOURNAL_FILE.search(os.path.basename(path))
-        if not m or (launch, int(m.group(1))) in by_rank:
+        key = (launch, int(JOURNAL_FILE.match(os.path.basename(path)).group(1)))   # discover() matched the name
+        if key in by_rank:
             continue  # the rank wrote its JUnit: the journal adds nothing
         rec = inputs.launches.get(launch)
-        if rec is not None and not int(m.group(1)) < max(rec.expected_ranks, 1):
+        if rec is not None and not key[1] < max(rec.expected_ranks, 1):
             inputs.problems.append(Problem(path, "a journal of a rank outside this launch: ignored"))
             continue
         rank, why = read_journal(path, launch)
         if rank is None:
             inputs.problems.append(Problem(path, why))
             continue
-        by_rank[(launch, int(m.group(1)))] = path
+        by_rank[key] = path
         inputs.ranks.append(rank)
     return inputs

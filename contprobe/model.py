@@ -354,14 +354,12 @@ class Row:
     @property
     def message(self) -> str:
         """The text, prefixed with how many ranks agree when there are several (the JSON's message)."""
-        text = self.text
-        n = len(self.cases)
-        if n > 1 and not self.host_side:
-            c = self.counts
-            if len(c) == 1:
-                return f"{n}/{n} ranks {self.outcome}" + (f": {text}" if text else "")
-            return f"{self.outcome} on {c[self.outcome]}/{n} ranks" + (f": {text}" if text else "")
-        return text
+        text, n = self.text, len(self.cases)
+        if n <= 1 or self.host_side:
+            return text
+        agree = f"{n}/{n} ranks {self.outcome}" if len(self.counts) == 1 else \
+            f"{self.outcome} on {self.counts[self.outcome]}/{n} ranks"
+        return agree + (f": {text}" if text else "")
 
     @property
     def fix(self) -> str:

@@ -120,10 +120,9 @@ def merge(inputs: Inputs, expect_ranks: Optional[int] = None,
 
     def row_for(night: str, image: str, probe: str) -> Row:
         key = (night, image, probe)
-        row = rows.get(key)
-        if row is None:
-            row = rows[key] = Row(image, probe, night)
-        return row
+        if key not in rows:
+            rows[key] = Row(image, probe, night)
+        return rows[key]
 
     for d in dirs:
         ranks = sorted(by_dir.get(d, []), key=lambda r: (r.rank if r.rank is not None else -1, r.path))

@@ -4,7 +4,7 @@ Every command that shows results (doctor, run, validate, build-check, report, ni
 results directory into these types through one path: `reports.collect` -> `reports.merge` ->
 `reports.render`. Nothing here imports the rest of contprobe except the in-image catalog reader.
 
-Cases and entries are NamedTuples: named fields for the reader, tuple speed and pickling for the
+Cases and rank references are NamedTuples: named fields for the reader, tuple speed and pickling for the
 100,000-rank report.
 """
 from __future__ import annotations
@@ -50,11 +50,6 @@ class RankRef(NamedTuple):
     rank: int
     host: str
     launch: str
-
-
-class Entry(NamedTuple):
-    ref: RankRef
-    case: Case
 
 
 @dataclass
@@ -330,25 +325,25 @@ class Row:
         return min(self.counts, key=lambda o: SEVERITY.get(o, 0))
 
     @cached_property
-    def dominant(self) -> Optional[Entry]:
-        """The entry that speaks for the row: the most common failure (or skip) text."""
-        bad = [e for e in self.unusual if e[1].outcome in FAILING] or \
-              [e for e in self.unusual if e[1].outcome in ("warning", "skipped")]
+    def dominant(self) -> Optional[Case]:
+        """The case that speaks for the row: the most common failure (or skip) text."""
+        bad = [c for _, c in self.unusual if c.outcome in FAILING] or \
+              [c for _, c in self.unusual if c.outcome in ("warning", "skipped")]
         if not bad:
-            return Entry(self.refs[0], self.cases[0]) if self.cases else None
-        top = Counter((c.gotcha, c.message) for _, c in bad).most_common(1)[0][0]
-        return Entry(*next(e for e in bad if (e[1].gotcha, e[1].message) == top))
+            return self.cases[0] if self.cases else None
+        top = Counter((c.gotcha, c.message) for c in bad).most_common(1)[0][0]
+        return next(c for c in bad if (c.gotcha, c.message) == top)
 
     @property
     def gotcha(self) -> str:
         d = self.dominant
-        return d.case.gotcha if d and d.case.outcome != "passed" else ""
+        return d.gotcha if d and d.outcome != "passed" else ""
 
     @property
     def text(self) -> str:
-        """The speaking entry's own message, with re-run findings: what a table cell shows."""
+        """The speaking case's own message, with re-run findings: what a table cell shows."""
         d = self.dominant
-        text = d.case.message if d else ""
+        text = d.message if d else ""
         return " ".join([text, *self.notes]) if self.notes else text
 
     @property
@@ -364,12 +359,12 @@ class Row:
     @property
     def fix(self) -> str:
         d = self.dominant
-        return d.case.fix if d and d.case.outcome in FAILING + ("warning",) else ""
+        return d.fix if d and d.outcome in FAILING + ("warning",) else ""
 
     @property
     def evidence(self) -> str:
         d = self.dominant
-        return d.case.evidence if d and d.case.outcome != "passed" else ""
+        return d.evidence if d and d.outcome != "passed" else ""
 
     @cached_property
     def duration_s(self) -> float:

@@ -158,6 +158,13 @@ def _change_cell(row: Row) -> str:
 
 
 # ---- terminal and Markdown -------------------------------------------------------------------
+def _section(title: str, lines: List[str], md: bool = False) -> List[str]:
+    """A titled block and a blank line after it (in Markdown after the title too); nothing without lines."""
+    if not lines:
+        return []
+    return [title, ""] + lines + [""] if md else [title] + lines + [""]
+
+
 def _table_rows(report: Report, md: bool) -> Tuple[List[list], List[str]]:
     many = len(report.images) > 1
     with_change = report.baseline is not None
@@ -202,40 +209,25 @@ def terminal(report: Report, site: Optional[Site] = None) -> str:
     elif one is not None and len(one.placement) > PLACEMENT_SHOWN:
         out += [f"placement: {len(one.placement)} ranks on {len(one.hosts)} host(s); per rank in the JSON report", ""]
     out += [tabulate(rows, headers=headers) if rows else "(no results)", ""]
-    if report.lost:
-        out.append(f"Lost ranks ({len(report.lost)}):")
-        out += [textsafe.one_line(f"  rank {lr.rank} on {lr.host} ({lr.image}, {lr.night}): {lr.reason}")
-                for lr in report.lost[:20]]
-        if len(report.lost) > 20:
-            out.append(f"  ... and {len(report.lost) - 20} more (see the JSON or HTML report)")
-        out.append("")
+    lost = [textsafe.one_line(f"  rank {lr.rank} on {lr.host} ({lr.image}, {lr.night}): {lr.reason}")
+            for lr in report.lost[:20]]
+    if len(report.lost) > 20:
+        lost.append(f"  ... and {len(report.lost) - 20} more (see the JSON or HTML report)")
+    out += _section(f"Lost ranks ({len(report.lost)}):", lost)
     perf = _perf_rows(report)
     if perf:
         out += ["Performance against the site's references:", tabulate(perf, headers=PERF_HEADERS), ""]
     if report.baseline is not None:
         out += _baseline_lines(report) + [""]
-    hosts = outlier_hosts(report)
-    if hosts:
-        out.append("Hosts that stand out:")
-        out += [textsafe.one_line(f"  {h}: {n} failing rank result(s) in {', '.join(ps[:5])}"
-                                  f"{' ...' if len(ps) > 5 else ''}") for h, n, ps in hosts]
-        out.append("")
-    hit = gotchas_hit(report.rows)
-    if hit:
-        out.append("Gotchas hit:")
-        for g in hit:
-            out.append(f"[{g.id}] {g.title}\n  cause: {g.cause}\n  fix:   "
-                       + fix_text(g.id, site).replace("\n", "\n         ") + f"\n  see:   {g.source}")
-        out.append("")
-    repro = _reproducers(report)
-    if repro:
-        out.append("Reproduce a failing launch:")
-        out += [textsafe.one_line(f"  {img}: {cmd}") for img, cmd in repro]
-        out.append("")
-    if report.problems:
-        out.append(f"INCOMPLETE: {len(report.problems)} input(s) could not be used:")
-        out += [textsafe.one_line(f"  {p.path}: {p.message}") for p in report.problems]
-        out.append("")
+    hosts = [textsafe.one_line(f"  {h}: {n} failing rank result(s) in {', '.join(ps[:5])}"
+                               f"{' ...' if len(ps) > 5 else ''}") for h, n, ps in outlier_hosts(report)]
+    gotchas = [f"[{g.id}] {g.title}\n  cause: {g.cause}\n  fix:   " + fix_text(g.id, site).replace("\n", "\n         ")
+               + f"\n  see:   {g.source}" for g in gotchas_hit(report.rows)]
+    repro = [textsafe.one_line(f"  {img}: {cmd}") for img, cmd in _reproducers(report)]
+    problems = [textsafe.one_line(f"  {p.path}: {p.message}") for p in report.problems]
+    out += _section("Hosts that stand out:", hosts) + _section("Gotchas hit:", gotchas)
+    out += _section("Reproduce a failing launch:", repro)
+    out += _section(f"INCOMPLETE: {len(report.problems)} input(s) could not be used:", problems)
     out.append(summary_line(report))
     return "\n".join(out) + "\n"
 
@@ -265,26 +257,23 @@ def markdown(report: Report, site: Optional[Site] = None, title: str = "contprob
              tabulate(rows, headers=headers, tablefmt="github") if rows else "(no results)", "",
              summary_line(report), ""]
     if report.lost:
-        lines += [f"## Lost ranks ({len(report.lost)})", ""]
-        lines += [textsafe.md_cell(f"- rank {lr.rank} on {lr.host} ({lr.image}, {lr.night}): {lr.reason}")
-                  for lr in report.lost[:50]]
-        lines += [f"- ... and {len(report.lost) - 50} more" if len(report.lost) > 50 else "", ""]
+        lost = [textsafe.md_cell(f"- rank {lr.rank} on {lr.host} ({lr.image}, {lr.night}): {lr.reason}")
+                for lr in report.lost[:50]]
+        lost.append(f"- ... and {len(report.lost) - 50} more" if len(report.lost) > 50 else "")
+        lines += _section(f"## Lost ranks ({len(report.lost)})", lost, md=True)
     perf = _perf_rows(report)
     if perf:
         lines += ["## Performance", "", tabulate(perf, headers=PERF_HEADERS, tablefmt="github"), ""]
     if report.baseline is not None:
-        lines += ["## Compared with earlier nights", ""]
-        lines += [f"- {x.strip()}" for x in _baseline_lines(report)[1:]] + [""]
+        lines += _section("## Compared with earlier nights", [f"- {x.strip()}" for x in _baseline_lines(report)[1:]],
+                          md=True)
     for g in gotchas_hit(report.rows):
         lines += [f"## `{g.id}`: {g.title}", "", f"**Cause.** {g.cause}", "", "**Fix.**", "",
                   fix_text(g.id, site), "", f"Source: {g.source}", ""]
-    repro = _reproducers(report)
-    if repro:
-        lines += ["## Reproducers", ""] + [f"- {textsafe.md_cell(img)}: {textsafe.md_cell(cmd)}"
-                                           for img, cmd in repro] + [""]
-    if report.problems:
-        lines += [f"## Incomplete: {len(report.problems)} input(s) could not be used", ""]
-        lines += [f"- {textsafe.md_cell(p.path)}: {textsafe.md_cell(p.message)}" for p in report.problems] + [""]
+    repro = [f"- {textsafe.md_cell(img)}: {textsafe.md_cell(cmd)}" for img, cmd in _reproducers(report)]
+    problems = [f"- {textsafe.md_cell(p.path)}: {textsafe.md_cell(p.message)}" for p in report.problems]
+    lines += _section("## Reproducers", repro, md=True)
+    lines += _section(f"## Incomplete: {len(report.problems)} input(s) could not be used", problems, md=True)
     return "\n".join(lines)
 
 

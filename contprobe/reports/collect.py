@@ -19,6 +19,7 @@ import os
 import re
 import sys
 import xml.etree.ElementTree as ET
+from itertools import chain
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
@@ -316,14 +317,11 @@ def read_many(items: List[Tuple[str, bool]], workers: Optional[int] = None) -> l
     except ValueError:  # pragma: no cover - platforms without fork
         return _read_chunk(items)
     gc.disable()  # unpickling 3,000,000 small tuples would trigger full collections over and over
-    with ctx.Pool(workers) as pool:
-        out: list = []
-        try:
-            for res in pool.imap(_read_chunk, parts):
-                out.extend(res)
-        finally:
-            gc.enable()
-    return out
+    try:
+        with ctx.Pool(workers) as pool:
+            return list(chain.from_iterable(pool.imap(_read_chunk, parts)))
+    finally:
+        gc.enable()
 
 
 # ---- journals: what a rank finished before it died ------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import math
 import os
 import re
 import sys
@@ -164,10 +165,9 @@ def _metric(k: str, v: str, metrics: Optional[Dict[str, float]]) -> Optional[Dic
         value = float(v)
     except ValueError:
         return metrics
-    if value != value or value in (float("inf"), float("-inf")):
-        return metrics
-    metrics = metrics if metrics is not None else {}
-    metrics[_intern(bounded(k[7:], 64))] = value
+    if math.isfinite(value):
+        metrics = metrics if metrics is not None else {}
+        metrics[_intern(bounded(k[7:], 64))] = value
     return metrics
 
 

@@ -85,12 +85,11 @@ def gotchas_hit(rows: List[Row]) -> List[catalog.Gotcha]:
 def outlier_hosts(report: Report, limit: int = 10) -> List[Tuple[str, int, List[str]]]:
     """Hosts with failing probes when most hosts are fine: (host, failing ranks, probes)."""
     bad: Dict[str, Counter] = {}
-    hosts = report.hosts
     for row in report.rows:
         for ref, c in row.unusual:
             if c.outcome in FAILING:
                 bad.setdefault(ref.host, Counter())[row.probe] += 1
-    if len(hosts) < 2 or len(bad) == len(hosts):
+    if len(report.hosts) < 2 or len(bad) == len(report.hosts):
         return []  # one host, or everything broken: no node stands out
     ranked = sorted(bad.items(), key=lambda kv: (-len(kv[1]), -sum(kv[1].values()), kv[0]))[:limit]
     return [(h, sum(c.values()), list(c)) for h, c in ranked]
@@ -152,8 +151,6 @@ def _shorten(text: str, n: int) -> str:
 
 
 def _change_cell(row: Row) -> str:
-    if not row.change:
-        return ""
     return row.change + (f" since {row.since}" if row.since and row.change in ("still-failing", "flaky") else "")
 
 

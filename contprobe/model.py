@@ -185,8 +185,8 @@ class LaunchRecord:
         expected = doc.get("expected_ranks", 1)
         if not _is_int(expected) or not 0 <= expected <= max_ranks:
             raise RecordError(f"expected_ranks must be a whole number in 0..{max_ranks}")
-        # Text fields: a string, else the field's default ("run", "host", "none" or "").
-        texts = {f.name: _str(doc.get(f.name)) or f.default for f in fields(cls) if f.type == "str"}
+        # The text fields (those with a text default): a string, else that default ("run", "host", "none" or "").
+        texts = {f.name: _str(doc.get(f.name)) or f.default for f in fields(cls) if isinstance(f.default, str)}
         lost = [LostRank(x["rank"], _str(x.get("host")) or "?", _str(x.get("reason")) or "reported lost by the launch",
                          _str(x.get("gotcha")) or "rank-lost")
                 for x in _list(doc.get("lost")) if isinstance(x, dict) and _is_int(x.get("rank"))]

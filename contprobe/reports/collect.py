@@ -125,9 +125,7 @@ def discover(paths: Iterable[str]) -> Found:
                     else:
                         records[d] = None
                         found += 1   # a launch record is a result: its host rows, its lost ranks
-                elif n in SKIPPED_NAMES:
-                    continue
-                elif n.endswith(".xml") or JOURNAL_FILE.match(n):
+                elif n not in SKIPPED_NAMES and (n.endswith(".xml") or JOURNAL_FILE.match(n)):
                     candidates.append((d, n, False))
                     found += 1
         # A link or FIFO named like an input is never read (it could block, or point at host files),
@@ -227,9 +225,7 @@ def read_rank_file(path: str, explicit: bool = True) -> Tuple[str, str, object]:
         return path, "error", "not a JUnit file (it declares a DTD; entities are refused)"
     try:
         fast = fastjunit.parse(data, _make_case)
-        if fast is not None:
-            return _rank_of(path, data, *fast)
-        return _parse_rank(path, data, explicit)
+        return _rank_of(path, data, *fast) if fast is not None else _parse_rank(path, data, explicit)
     except ET.ParseError as exc:
         return path, "error", f"not well-formed XML ({exc}); was the rank killed while writing?"
     except (RecursionError, MemoryError, ValueError, TypeError) as exc:

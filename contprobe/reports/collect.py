@@ -375,8 +375,7 @@ def read_journal(path: str, launch: str) -> Tuple[Optional[Rank], str]:
                               catalog.get(gotcha).fix_line if gotcha else "", metrics, ""))
     for probe in running.values():
         cases.append(Case(probe, "error", 0.0, CRASHED, "rank-lost", catalog.get("rank-lost").fix_line))
-    digest = hashlib.blake2b(data, digest_size=16).hexdigest()
-    return Rank(path, ctx, cases, digest, launch, journal=True), ""
+    return Rank(path, ctx, cases, hashlib.blake2b(data, digest_size=16).hexdigest(), launch, journal=True), ""
 
 
 # ---- launch records --------------------------------------------------------------------------

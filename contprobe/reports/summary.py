@@ -278,10 +278,9 @@ def markdown(report: Report, site: Optional[Site] = None, title: str = "contprob
 def contract(report: Report, site: Optional[Site] = None, ranks: bool = True) -> dict:
     """The doctor/run JSON contract, plus per-rank detail (unless not ranks), lost ranks, launches and
     problems."""
-    night = max((r.night for r in report.rows), default="")
     one = single_launch(report)
     ctx: Dict[str, object] = launch_context(one) if one is not None else {"mode": "report"}
-    ctx.update({"site": report.site, "night": night, "nights": report.nights,
+    ctx.update({"site": report.site, "night": max((r.night for r in report.rows), default=""), "nights": report.nights,
                 "images": report.images, "ranks": report.rank_count,
                 "hosts": len(report.hosts - {"?"}),
                 "launches": len(report.launches), "incomplete": report.incomplete})

@@ -4,7 +4,7 @@ Every command that shows results (doctor, run, validate, build-check, report, ni
 results directory into these types through one path: `reports.collect` -> `reports.merge` ->
 `reports.render`. Nothing here imports the rest of contprobe except the in-image catalog reader.
 
-Cases and entries are NamedTuples: named fields for the reader, tuple speed and pickling for the
+Cases and rank references are NamedTuples: named fields for the reader, tuple speed and pickling for the
 100,000-rank report.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from itertools import compress, repeat
 from operator import attrgetter, ne
@@ -22,8 +22,6 @@ OUTCOMES = ("passed", "failed", "error", "skipped", "lost", "warning")
 FAILING = ("failed", "error", "lost")
 # The outcome that names a probe over many ranks: any failure wins, then lost, then passed.
 SEVERITY = {"failed": 0, "error": 1, "lost": 2, "warning": 3, "passed": 4, "skipped": 5}
-# Probes the host runs itself (checks, the build, the launch): one per launch, not one per rank.
-HOST_PREFIXES = ("host.", "build.", "launch.", "pull.")
 
 
 class Case(NamedTuple):
@@ -52,11 +50,6 @@ class RankRef(NamedTuple):
     rank: int
     host: str
     launch: str
-
-
-class Entry(NamedTuple):
-    ref: RankRef
-    case: Case
 
 
 @dataclass
@@ -120,8 +113,7 @@ class Rerun:
     exit_code: int = 0
 
     def as_dict(self) -> dict:
-        return {"probes": self.probes, "change": self.change, "finding": self.finding, "outcome": self.outcome,
-                "command": self.command, "exit_code": self.exit_code}
+        return dict(vars(self))
 
 
 class RecordError(ValueError):
@@ -132,10 +124,24 @@ def _str(v: Any) -> str:
     return v if isinstance(v, str) else ""
 
 
-def _num(v: Any, default: float = 0.0) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        return default
-    return float(v)
+def _list(v: Any) -> list:
+    return v if isinstance(v, list) else []
+
+
+def _strs(v: Any) -> List[str]:
+    return [s for s in _list(v) if isinstance(s, str)]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _num(v: Any) -> float:
+    return float(v) if _finite(v) else 0.0
 
 
 @dataclass
@@ -164,14 +170,12 @@ class LaunchRecord:
     owner: int = -1          # uid that wrote the record (checked against the file's owner)
 
     def to_json(self) -> dict:
-        return {"format": "contprobe-launch/1", "mode": self.mode, "image": self.image,
-                "image_kind": self.image_kind, "image_digest": self.image_digest, "site": self.site,
-                "runtime": self.runtime, "launcher": self.launcher, "command": self.command, "argv": self.argv,
-                "expected_ranks": self.expected_ranks, "hosts": self.hosts,
-                "host_cases": [c.as_dict() for c in self.host_cases],
-                "lost": [vars(x) for x in self.lost], "reruns": [r.as_dict() for r in self.reruns],
-                "exit_code": self.exit_code, "timed_out": self.timed_out, "started_utc": self.started_utc,
-                "duration_s": round(self.duration_s, 3), "night": self.night}
+        # Every field in its order, but the owner (it is the file's); the lists of records as dicts.
+        doc = {"format": "contprobe-launch/1", **vars(self)}
+        del doc["owner"]
+        doc.update(host_cases=[c.as_dict() for c in self.host_cases], lost=[vars(x) for x in self.lost],
+                   reruns=[r.as_dict() for r in self.reruns], duration_s=round(self.duration_s, 3))
+        return doc
 
     @classmethod
     def from_json(cls, doc: Any, max_ranks: int = 1_000_000) -> "LaunchRecord":
@@ -179,33 +183,20 @@ class LaunchRecord:
         if not isinstance(doc, dict):
             raise RecordError("not a launch record (a JSON object)")
         expected = doc.get("expected_ranks", 1)
-        if isinstance(expected, bool) or not isinstance(expected, int) or not 0 <= expected <= max_ranks:
+        if not _is_int(expected) or not 0 <= expected <= max_ranks:
             raise RecordError(f"expected_ranks must be a whole number in 0..{max_ranks}")
-        rec = cls(mode=_str(doc.get("mode")) or "run", image=_str(doc.get("image")) or "host",
-                  image_kind=_str(doc.get("image_kind")), image_digest=_str(doc.get("image_digest")),
-                  site=_str(doc.get("site")), runtime=_str(doc.get("runtime")),
-                  launcher=_str(doc.get("launcher")) or "none", command=_str(doc.get("command")),
-                  argv=[a for a in doc.get("argv") or [] if isinstance(a, str)] if isinstance(doc.get("argv"), list) else [],
-                  expected_ranks=expected,
-                  hosts=[h for h in doc.get("hosts") or [] if isinstance(h, str)] if isinstance(doc.get("hosts"), list) else [],
-                  exit_code=int(_num(doc.get("exit_code"))), timed_out=doc.get("timed_out") is True,
-                  started_utc=_str(doc.get("started_utc")), duration_s=_num(doc.get("duration_s")),
-                  night=_str(doc.get("night")))
-        for item in doc.get("host_cases") or [] if isinstance(doc.get("host_cases"), list) else []:
-            c = case_from_dict(item)
-            if c is not None:
-                rec.host_cases.append(c)
-        for item in doc.get("lost") or [] if isinstance(doc.get("lost"), list) else []:
-            if isinstance(item, dict) and isinstance(item.get("rank"), int) and not isinstance(item.get("rank"), bool):
-                rec.lost.append(LostRank(item["rank"], _str(item.get("host")) or "?",
-                                         _str(item.get("reason")) or "reported lost by the launch",
-                                         _str(item.get("gotcha")) or "rank-lost"))
-        for item in doc.get("reruns") or [] if isinstance(doc.get("reruns"), list) else []:
-            if isinstance(item, dict) and isinstance(item.get("probes"), list):
-                rec.reruns.append(Rerun([p for p in item["probes"] if isinstance(p, str)], _str(item.get("change")),
-                                        _str(item.get("finding")), _str(item.get("outcome")),
-                                        _str(item.get("command")), int(_num(item.get("exit_code")))))
-        return rec
+        # The text fields (those with a text default): a string, else that default ("run", "host", "none" or "").
+        texts = {f.name: _str(doc.get(f.name)) or f.default for f in fields(cls) if isinstance(f.default, str)}
+        lost = [LostRank(x["rank"], _str(x.get("host")) or "?", _str(x.get("reason")) or "reported lost by the launch",
+                         _str(x.get("gotcha")) or "rank-lost")
+                for x in _list(doc.get("lost")) if isinstance(x, dict) and _is_int(x.get("rank"))]
+        reruns = [Rerun(_strs(x["probes"]), _str(x.get("change")), _str(x.get("finding")), _str(x.get("outcome")),
+                        _str(x.get("command")), int(_num(x.get("exit_code"))))
+                  for x in _list(doc.get("reruns")) if isinstance(x, dict) and isinstance(x.get("probes"), list)]
+        return cls(**texts, argv=_strs(doc.get("argv")), expected_ranks=expected, hosts=_strs(doc.get("hosts")),
+                   host_cases=[c for c in map(case_from_dict, _list(doc.get("host_cases"))) if c is not None],
+                   lost=lost, reruns=reruns, exit_code=int(_num(doc.get("exit_code"))),
+                   timed_out=doc.get("timed_out") is True, duration_s=_num(doc.get("duration_s")))
 
 
 def case_from_dict(item: Any) -> Optional[Case]:
@@ -215,8 +206,7 @@ def case_from_dict(item: Any) -> Optional[Case]:
     if outcome not in OUTCOMES:
         return None
     metrics = item.get("metrics")
-    metrics = {k: float(v) for k, v in metrics.items()
-               if isinstance(k, str) and not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)} \
+    metrics = {k: float(v) for k, v in metrics.items() if isinstance(k, str) and _finite(v)} \
         if isinstance(metrics, dict) else None
     return Case(item["probe"], outcome, _num(item.get("duration_s")), _str(item.get("message")),
                 _str(item.get("gotcha")), _str(item.get("fix")), metrics or None, _str(item.get("evidence")))
@@ -259,8 +249,7 @@ class Lost:
     gotcha: str = "rank-lost"   # or what the launch's own output named (launch.json)
 
     def as_dict(self) -> dict:
-        return {"rank": self.rank, "host": self.host, "reason": self.reason, "image": self.image,
-                "night": self.night, "launch": self.launch, "gotcha": self.gotcha}
+        return dict(vars(self))
 
 
 @dataclass
@@ -311,11 +300,6 @@ class Row:
         return self.image, self.probe
 
     @property
-    def entries(self) -> List[Entry]:
-        """(who, what) per rank; a case's own duration may be 0 (it is in `durations`)."""
-        return [Entry(r, c) for r, c in zip(self.refs, self.cases)]
-
-    @property
     def size(self) -> int:
         return len(self.cases)
 
@@ -341,48 +325,46 @@ class Row:
         return min(self.counts, key=lambda o: SEVERITY.get(o, 0))
 
     @cached_property
-    def dominant(self) -> Optional[Entry]:
-        """The entry that speaks for the row: the most common failure (or skip) text."""
-        bad = [e for e in self.unusual if e[1].outcome in FAILING] or \
-              [e for e in self.unusual if e[1].outcome in ("warning", "skipped")]
+    def dominant(self) -> Optional[Case]:
+        """The case that speaks for the row: the most common failure (or skip) text."""
+        bad = [c for _, c in self.unusual if c.outcome in FAILING] or \
+              [c for _, c in self.unusual if c.outcome in ("warning", "skipped")]
         if not bad:
-            return Entry(self.refs[0], self.cases[0]) if self.cases else None
-        top = Counter((c.gotcha, c.message) for _, c in bad).most_common(1)[0][0]
-        return Entry(*next(e for e in bad if (e[1].gotcha, e[1].message) == top))
+            return self.cases[0] if self.cases else None
+        top = Counter((c.gotcha, c.message) for c in bad).most_common(1)[0][0]
+        return next(c for c in bad if (c.gotcha, c.message) == top)
 
     @property
     def gotcha(self) -> str:
         d = self.dominant
-        return d.case.gotcha if d and d.case.outcome != "passed" else ""
+        return d.gotcha if d and d.outcome != "passed" else ""
 
     @property
     def text(self) -> str:
-        """The speaking entry's own message, with re-run findings: what a table cell shows."""
+        """The speaking case's own message, with re-run findings: what a table cell shows."""
         d = self.dominant
-        text = d.case.message if d else ""
+        text = d.message if d else ""
         return " ".join([text, *self.notes]) if self.notes else text
 
     @property
     def message(self) -> str:
         """The text, prefixed with how many ranks agree when there are several (the JSON's message)."""
-        text = self.text
-        n = len(self.cases)
-        if n > 1 and not self.host_side:
-            c = self.counts
-            if len(c) == 1:
-                return f"{n}/{n} ranks {self.outcome}" + (f": {text}" if text else "")
-            return f"{self.outcome} on {c[self.outcome]}/{n} ranks" + (f": {text}" if text else "")
-        return text
+        text, n = self.text, len(self.cases)
+        if n <= 1 or self.host_side:
+            return text
+        agree = f"{n}/{n} ranks {self.outcome}" if len(self.counts) == 1 else \
+            f"{self.outcome} on {self.counts[self.outcome]}/{n} ranks"
+        return agree + (f": {text}" if text else "")
 
     @property
     def fix(self) -> str:
         d = self.dominant
-        return d.case.fix if d and d.case.outcome in FAILING + ("warning",) else ""
+        return d.fix if d and d.outcome in FAILING + ("warning",) else ""
 
     @property
     def evidence(self) -> str:
         d = self.dominant
-        return d.case.evidence if d and d.case.outcome != "passed" else ""
+        return d.evidence if d and d.outcome != "passed" else ""
 
     @cached_property
     def duration_s(self) -> float:
@@ -442,10 +424,7 @@ class Report:
     @cached_property
     def hosts(self) -> set:
         """Every host that reported a result of the current rows (a '?' when one is unknown)."""
-        out: set = set()
-        for r in self.rows:
-            out.update(map(attrgetter("host"), r.refs))
-        return out
+        return set().union(*(map(attrgetter("host"), r.refs) for r in self.rows))
 
     @property
     def current_launches(self) -> List[Launch]:

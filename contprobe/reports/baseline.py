@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Tuple
 
 from contprobe.reports.collect import read_json
 from contprobe.model import FAILING, Report, image_name
-from contprobe.reports.merge import NIGHT_DIR
+from contprobe.reports.merge import dated_dir
 
 FLAKY_WINDOW = 7          # nights looked at for alternation
 FLAKY_FLIPS = 2           # pass->fail->pass (or the reverse) at least this often is flaky
@@ -43,13 +43,9 @@ def doc_night(doc: dict, path: str) -> str:
     ctx = doc.get("context") or {}
     if ctx.get("night"):
         return str(ctx["night"])
-    d = os.path.dirname(os.path.abspath(path))
-    while d != os.path.dirname(d):
-        if NIGHT_DIR.match(os.path.basename(d)):
-            return os.path.basename(d)
-        d = os.path.dirname(d)
     nights = [str(r.get("night")) for r in doc["results"] if isinstance(r, dict) and r.get("night")]
-    return max(nights) if nights else str(ctx.get("started_utc", ""))[:10]
+    return dated_dir(os.path.dirname(os.path.abspath(path))) \
+        or max(nights, default=str(ctx.get("started_utc", ""))[:10])
 
 
 def doc_outcomes(doc: dict) -> Dict[Key, str]:
@@ -79,10 +75,6 @@ def load_history(directory: str) -> Tuple[List[Tuple[str, Dict[Key, str]]], List
             night = doc_night(doc, path)
             found.setdefault(night, {}).update(doc_outcomes(doc))
     return sorted(found.items()), warnings
-
-
-def flips(seq: List[str]) -> int:
-    return sum(1 for a, b in zip(seq, seq[1:]) if a != b)
 
 
 def compare(report: Report, previous: Optional[Tuple[str, dict]] = None,
@@ -119,7 +111,7 @@ def compare(report: Report, previous: Optional[Tuple[str, dict]] = None,
             continue
         window = [c for _, c in seq][-(FLAKY_WINDOW - 1):] + [cur]
         last = seq[-1][1] if seq else None
-        if flips(window) >= FLAKY_FLIPS:
+        if sum(a != b for a, b in zip(window, window[1:])) >= FLAKY_FLIPS:
             row.change = "flaky"
         elif cur == "F" and last == "F":
             row.change = "still-failing"

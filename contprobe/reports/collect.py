@@ -15,10 +15,12 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import math
 import os
 import re
 import sys
 import xml.etree.ElementTree as ET
+from itertools import chain
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
@@ -123,9 +125,7 @@ def discover(paths: Iterable[str]) -> Found:
                     else:
                         records[d] = None
                         found += 1   # a launch record is a result: its host rows, its lost ranks
-                elif n in SKIPPED_NAMES:
-                    continue
-                elif n.endswith(".xml") or JOURNAL_FILE.match(n):
+                elif n not in SKIPPED_NAMES and (n.endswith(".xml") or JOURNAL_FILE.match(n)):
                     candidates.append((d, n, False))
                     found += 1
         # A link or FIFO named like an input is never read (it could block, or point at host files),
@@ -163,10 +163,9 @@ def _metric(k: str, v: str, metrics: Optional[Dict[str, float]]) -> Optional[Dic
         value = float(v)
     except ValueError:
         return metrics
-    if value != value or value in (float("inf"), float("-inf")):
-        return metrics
-    metrics = metrics if metrics is not None else {}
-    metrics[_intern(bounded(k[7:], 64))] = value
+    if math.isfinite(value):
+        metrics = metrics if metrics is not None else {}
+        metrics[_intern(bounded(k[7:], 64))] = value
     return metrics
 
 
@@ -208,10 +207,8 @@ def _case(tc: ET.Element) -> Case:
                     props[name] = p.get("value", "")
         elif res is None and tag in _RESULT_TAGS:
             res = ch
-    if res is None:
-        return _make_case(tc.get("classname", ""), tc.get("name", ""), props, None, "", "")
-    return _make_case(tc.get("classname", ""), tc.get("name", ""), props, res.tag, res.get("message") or "",
-                      res.text or "")
+    result = (None, "", "") if res is None else (res.tag, res.get("message") or "", res.text or "")
+    return _make_case(tc.get("classname", ""), tc.get("name", ""), props, *result)
 
 
 def read_rank_file(path: str, explicit: bool = True) -> Tuple[str, str, object]:
@@ -228,9 +225,7 @@ def read_rank_file(path: str, explicit: bool = True) -> Tuple[str, str, object]:
         return path, "error", "not a JUnit file (it declares a DTD; entities are refused)"
     try:
         fast = fastjunit.parse(data, _make_case)
-        if fast is not None:
-            return _rank_of(path, data, *fast)
-        return _parse_rank(path, data, explicit)
+        return _rank_of(path, data, *fast) if fast is not None else _parse_rank(path, data, explicit)
     except ET.ParseError as exc:
         return path, "error", f"not well-formed XML ({exc}); was the rank killed while writing?"
     except (RecursionError, MemoryError, ValueError, TypeError) as exc:
@@ -318,14 +313,11 @@ def read_many(items: List[Tuple[str, bool]], workers: Optional[int] = None) -> l
     except ValueError:  # pragma: no cover - platforms without fork
         return _read_chunk(items)
     gc.disable()  # unpickling 3,000,000 small tuples would trigger full collections over and over
-    with ctx.Pool(workers) as pool:
-        out: list = []
-        try:
-            for res in pool.imap(_read_chunk, parts):
-                out.extend(res)
-        finally:
-            gc.enable()
-    return out
+    try:
+        with ctx.Pool(workers) as pool:
+            return list(chain.from_iterable(pool.imap(_read_chunk, parts)))
+    finally:
+        gc.enable()
 
 
 # ---- journals: what a rank finished before it died ------------------------------------------
@@ -383,15 +375,14 @@ def read_journal(path: str, launch: str) -> Tuple[Optional[Rank], str]:
                               catalog.get(gotcha).fix_line if gotcha else "", metrics, ""))
     for probe in running.values():
         cases.append(Case(probe, "error", 0.0, CRASHED, "rank-lost", catalog.get("rank-lost").fix_line))
-    digest = hashlib.blake2b(data, digest_size=16).hexdigest()
-    return Rank(path, ctx, cases, digest, launch, journal=True), ""
+    return Rank(path, ctx, cases, hashlib.blake2b(data, digest_size=16).hexdigest(), launch, journal=True), ""
 
 
 # ---- launch records --------------------------------------------------------------------------
-def read_json(path: str, cap: int = RECORD_CAP, follow: bool = False) -> Tuple[Optional[object], Optional[str]]:
+def read_json(path: str) -> Tuple[Optional[object], Optional[str]]:
     """(parsed strict JSON, None) or (None, why it cannot be used). Never raises."""
     try:
-        data = safeio.read_capped(path, cap, follow=follow)
+        data = safeio.read_capped(path, RECORD_CAP)
     except OSError as exc:
         return None, f"cannot be read ({exc.strerror or exc})"
 
@@ -443,8 +434,7 @@ def collect(paths: Iterable[str], workers: Optional[int] = None) -> Inputs:
             if rec is None or (m is not None and int(m.group(1)) < max(rec.expected_ranks, 1)):
                 inputs.unreadable.append((path, launch))
             continue
-        rf = payload
-        assert isinstance(rf, Rank)
+        rf: Rank = payload
         rf.launch = launch
         rec = inputs.launches.get(launch)
         if rec is not None and (rf.rank is None or not 0 <= rf.rank < max(rec.expected_ranks, 1)):
@@ -466,17 +456,17 @@ def collect(paths: Iterable[str], workers: Optional[int] = None) -> Inputs:
         by_rank[key] = path
         inputs.ranks.append(rf)
     for path, launch in found.journals:
-        m = JOURNAL_FILE.search(os.path.basename(path))
-        if not m or (launch, int(m.group(1))) in by_rank:
+        key = (launch, int(JOURNAL_FILE.match(os.path.basename(path)).group(1)))   # discover() matched the name
+        if key in by_rank:
             continue  # the rank wrote its JUnit: the journal adds nothing
         rec = inputs.launches.get(launch)
-        if rec is not None and not int(m.group(1)) < max(rec.expected_ranks, 1):
+        if rec is not None and not key[1] < max(rec.expected_ranks, 1):
             inputs.problems.append(Problem(path, "a journal of a rank outside this launch: ignored"))
             continue
         rank, why = read_journal(path, launch)
         if rank is None:
             inputs.problems.append(Problem(path, why))
             continue
-        by_rank[(launch, int(m.group(1)))] = path
+        by_rank[key] = path
         inputs.ranks.append(rank)
     return inputs

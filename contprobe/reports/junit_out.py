@@ -42,8 +42,7 @@ def merged(report: Report, site: Optional[Site] = None) -> junitparser.JUnitXml:
             res.text = redact_text("\n".join(body))
             case.result = [res]
         elif row.outcome == "skipped":
-            res = junitparser.Skipped(redact_text(f"{summary}: {row.text}"))
-            case.result = [res]
+            case.result = [junitparser.Skipped(redact_text(f"{summary}: {row.text}"))]
         elif row.outcome == "warning":  # JUnit has no warning: a passed case that says so in a property
             props = ET.SubElement(case._elem, "properties")
             for name, value in (("warning", row.gotcha or "warning"), ("message", row.text),
@@ -70,12 +69,11 @@ def document(report: Report, site: Optional[Site] = None) -> str:
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(xml._elem, encoding="unicode") + "\n"
 
 
-def _scrub(elem) -> None:
-    for k, v in list(elem.attrib.items()):
-        elem.set(k, textsafe.xml(v))
-    if elem.text:
-        elem.text = textsafe.xml(elem.text)
-    if elem.tail:
-        elem.tail = textsafe.xml(elem.tail)
-    for child in elem:
-        _scrub(child)
+def _scrub(root) -> None:
+    for elem in root.iter():
+        for k, v in list(elem.attrib.items()):
+            elem.set(k, textsafe.xml(v))
+        if elem.text:
+            elem.text = textsafe.xml(elem.text)
+        if elem.tail:
+            elem.tail = textsafe.xml(elem.tail)

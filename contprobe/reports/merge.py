@@ -10,7 +10,8 @@ import os
 import re
 from collections import Counter
 from operator import attrgetter
-from typing import Dict, Iterator, List, Optional, Tuple
+from itertools import groupby
+from typing import Dict, List, Optional, Tuple
 
 from contprobe.inimage import catalog
 from contprobe.model import (Case, Launch, LaunchRecord, Lost, Rank, RankRef, Report, Row, image_name)
@@ -22,26 +23,25 @@ PLACEMENT_KEYS = ("rank", "hostname", "local_rank", "cuda_visible_devices", "gpu
 # Without a launch record, a claimed world size counts only up to this multiple of the ranks seen:
 # one hostile rank saying size=99999999999 must not make the report list a billion lost ranks.
 CLAIM_FACTOR, CLAIM_FLOOR = 16, 64
-# Context keys that describe one rank, not the launch.
 _PROBE = attrgetter("probe")
+# Context keys that describe one rank, not the launch.
 RANK_KEYS = ("local_rank", "command", "cuda_visible_devices", "gpu_uuids", "cpu_affinity", "partial")
 
 
+def dated_dir(d: str) -> str:
+    """The name of d or of its nearest ancestor named like a night (the nightly's OUT/2025-01-02/...), or ''."""
+    while not NIGHT_DIR.match(os.path.basename(d)):
+        if os.path.dirname(d) == d:
+            return ""
+        d = os.path.dirname(d)
+    return os.path.basename(d)
+
+
 def night_of(launch_dir: str, rec: Optional[LaunchRecord], ranks: List[Rank]) -> str:
-    """The record's night, a dated directory above the launch (the nightly's OUT/2025-01-02/...), else the start day."""
-    if rec is not None and rec.night:
-        return rec.night
-    d = launch_dir
-    while True:
-        if NIGHT_DIR.match(os.path.basename(d)):
-            return os.path.basename(d)
-        parent = os.path.dirname(d)
-        if parent == d:
-            break
-        d = parent
+    """The record's night, a dated directory above the launch, else the start day."""
     if rec is not None:
-        return rec.started_utc[:10]
-    return min((r.context.get("started_utc", "") for r in ranks), default="")[:10]
+        return rec.night or dated_dir(launch_dir) or rec.started_utc[:10]
+    return dated_dir(launch_dir) or min((r.context.get("started_utc", "") for r in ranks), default="")[:10]
 
 
 def _lost_host(rank: int, hosts: List[str], expected: int) -> Tuple[str, str]:
@@ -74,20 +74,8 @@ def placement_of(ranks: List[Rank]) -> List[Dict[str, str]]:
     return sorted(rows, key=lambda row: int(row["rank"]) if str(row["rank"]).isdigit() else 0)
 
 
-def _runs(ranks: List[Rank]) -> Iterator[Tuple[List[Rank], Tuple[str, ...]]]:
-    """Consecutive ranks with the same probes in the same order (almost always all of a launch's)."""
-    run: List[Rank] = []
-    probes: Tuple[str, ...] = ()
-    for rf in ranks:
-        mine = tuple(map(_PROBE, rf.base))
-        if run and mine == probes:
-            run.append(rf)
-            continue
-        if run:
-            yield run, probes
-        run, probes = [rf], mine
-    if run:
-        yield run, probes
+def _probes_of(rank: Rank) -> Tuple[str, ...]:
+    return tuple(map(_PROBE, rank.base))
 
 
 def _add_run(run: List[Rank], probes: Tuple[str, ...], d: str, rows: List[Row], cause: Dict[int, str],
@@ -132,10 +120,9 @@ def merge(inputs: Inputs, expect_ranks: Optional[int] = None,
 
     def row_for(night: str, image: str, probe: str) -> Row:
         key = (night, image, probe)
-        row = rows.get(key)
-        if row is None:
-            row = rows[key] = Row(image, probe, night)
-        return row
+        if key not in rows:
+            rows[key] = Row(image, probe, night)
+        return rows[key]
 
     for d in dirs:
         ranks = sorted(by_dir.get(d, []), key=lambda r: (r.rank if r.rank is not None else -1, r.path))
@@ -181,9 +168,10 @@ def merge(inputs: Inputs, expect_ranks: Optional[int] = None,
         for c in rec.host_cases if rec else []:
             row_for(night, image, c.probe).add(RankRef(-1, host_name, d), c)
         launch_probes: Dict[str, None] = {}
-        for run, probes in _runs(ranks):
+        # Runs of consecutive ranks with the same probes in the same order (almost always all of a launch's).
+        for probes, run in groupby(ranks, key=_probes_of):
             launch_probes.update(dict.fromkeys(probes))
-            _add_run(run, probes, d, [row_for(night, image, p) for p in probes], cause, refs)
+            _add_run(list(run), probes, d, [row_for(night, image, p) for p in probes], cause, refs)
         # A lost rank is lost for every probe of its launch.
         if not launch_probes and launch_lost:
             launch_probes = {"launch.ranks": None}  # no rank of this launch left a readable result

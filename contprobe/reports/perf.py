@@ -14,12 +14,6 @@ from contprobe.model import Case, PerfCheck
 GOTCHA = "perf-regression"
 
 
-def regression_message(metric: str, value: float, reference: float, tolerance: float) -> str:
-    # "below reference" is the catalog's symptom text for perf-regression.
-    return (f"{metric} {value:.4g} below reference {reference:.4g} - {tolerance:.0%} "
-            f"(ratio {value / reference if reference else 0:.2f})")
-
-
 def apply(case: Case, refs: Dict[str, Tuple[float, float]]) -> Case:
     """A passed case whose figure is under its floor becomes a perf-regression failure."""
     if case.outcome != "passed" or not case.metrics:
@@ -27,8 +21,10 @@ def apply(case: Case, refs: Dict[str, Tuple[float, float]]) -> Case:
     for metric, (reference, tolerance) in refs.items():
         value = case.metrics.get(metric)
         if value is not None and value < reference * (1.0 - tolerance):
-            return case._replace(outcome="failed", message=regression_message(metric, value, reference, tolerance),
-                                 gotcha=GOTCHA, fix=catalog.get(GOTCHA).fix_line)
+            # "below reference" is the catalog's symptom text for perf-regression.
+            message = (f"{metric} {value:.4g} below reference {reference:.4g} - {tolerance:.0%} "
+                       f"(ratio {value / reference if reference else 0:.2f})")
+            return case._replace(outcome="failed", message=message, gotcha=GOTCHA, fix=catalog.get(GOTCHA).fix_line)
     return case
 
 

@@ -175,24 +175,15 @@ def write(path: str, text: Union[str, Iterable[str]], kind: str = "text") -> Non
     if isinstance(text, str):
         pieces = [redact_document(text, kind)]
     if path == "-":
-        for piece in pieces:
-            sys.stdout.write(piece)
+        sys.stdout.writelines(pieces)
         sys.stdout.flush()
         return
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with safeio.open_output(path) as fh:
-            for piece in pieces:
-                fh.write(piece)
+            fh.writelines(pieces)
     except OSError as exc:   # checked before the run, but a disk can fill or a path change since
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def show(results_dir: str, site: Site, outputs: Outputs, title: str, strict: bool = False) -> int:
-    """What run, doctor, validate and build-check do once their results directory is written."""
-    report, warnings = build([results_dir], site)
-    render(report, site, outputs, title, warnings)
-    return report.exit_code(strict)
 
 
 @dataclass
@@ -212,3 +203,8 @@ def report(req: ReportRequest) -> int:
     rep, warnings = build(req.paths, req.site, req.expect_ranks, req.baseline, req.history, req.workers)
     render(rep, req.site, req.outputs, req.title, warnings)
     return rep.exit_code(req.strict)
+
+
+def show(results_dir: str, site: Site, outputs: Outputs, title: str, strict: bool = False) -> int:
+    """What run, doctor, validate and build-check do once their results directory is written."""
+    return report(ReportRequest([results_dir], site, outputs, title=title, strict=strict))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from itertools import compress, islice
+from itertools import compress, groupby, islice
 from json.encoder import encode_basestring_ascii
 from collections import Counter
 from operator import attrgetter, ne
@@ -26,16 +26,9 @@ RANK_PIECE = 20000                # rank entries per piece of a big JSON report
 # ---- small pieces shared with html -----------------------------------------------------------
 def rank_ranges(ranks: Sequence[int]) -> str:
     """[0, 1, 2, 3, 7] -> 'r0-3,7'."""
-    rs = sorted(set(ranks))
-    parts: List[str] = []
-    i = 0
-    while i < len(rs):
-        j = i
-        while j + 1 < len(rs) and rs[j + 1] == rs[j] + 1:
-            j += 1
-        parts.append(str(rs[i]) if i == j else f"{rs[i]}-{rs[j]}")
-        i = j + 1
-    return "r" + ",".join(parts)
+    # Consecutive numbers keep the same difference to their position in the sorted list.
+    runs = [[r for _, r in run] for _, run in groupby(enumerate(sorted(set(ranks))), key=lambda ir: ir[1] - ir[0])]
+    return "r" + ",".join(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in runs)
 
 
 def ordered_counts(row: Row) -> List[Tuple[str, int]]:
@@ -55,32 +48,25 @@ def result_cell(row: Row) -> str:
     return ", ".join([head] + [f"{n} {o}" for o, n in oc[1:]])
 
 
-def where(row: Row, hosts_shown: int = HOSTS_SHOWN) -> List[str]:
+def where(row: Row) -> List[str]:
     """Which ranks on which hosts, for every outcome but the most common one (if ranks disagree)."""
     oc = ordered_counts(row)
-    if row.host_side or row.size == 1:
+    if row.host_side or row.size == 1 or not oc:
         return []
-    if len(oc) <= 1:
-        if oc and oc[0][0] in FAILING:
-            return [f"{oc[0][0]} on all {oc[0][1]} ranks: " + _hosts_text(row, oc[0][0], hosts_shown)]
-        return []
-    lines = []
+    (top, n), others = oc[0], [o for o, _ in oc[1:]]
+    if not others:
+        return [f"{top} on all {n} ranks: " + _hosts_text(row, top)] if top in FAILING else []
     # Every outcome but the most common one; a failing majority is named too (that is what broke).
-    shown_outcomes = [o for o, _ in oc[1:]]
-    if oc[0][0] in FAILING:
-        shown_outcomes.insert(0, oc[0][0])
-    shown_outcomes.sort(key=SEVERITY.__getitem__)
-    for outcome in shown_outcomes:
-        lines.append(f"{outcome} on " + _hosts_text(row, outcome, hosts_shown))
-    return lines
+    shown = sorted(others + [top] if top in FAILING else others, key=SEVERITY.__getitem__)
+    return [f"{outcome} on " + _hosts_text(row, outcome) for outcome in shown]
 
 
-def _hosts_text(row: Row, outcome: str, hosts_shown: int) -> str:
+def _hosts_text(row: Row, outcome: str) -> str:
     by_host: Dict[str, List[int]] = {}
-    for ref, c in (row.unusual if outcome != "passed" else row.entries):
+    for ref, c in (row.unusual if outcome != "passed" else zip(row.refs, row.cases)):
         if c.outcome == outcome:
             by_host.setdefault(ref.host, []).append(ref.rank)
-    shown = sorted(by_host.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:hosts_shown]
+    shown = sorted(by_host.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:HOSTS_SHOWN]
     more = len(by_host) - len(shown)
     return "; ".join(f"{h} {rank_ranges(r)}" for h, r in shown) + (f" (+{more} more hosts)" if more > 0 else "")
 
@@ -91,32 +77,26 @@ def fix_text(gotcha_id: str, site: Optional[Site]) -> str:
     return g.fix.strip() + (f"\n{note}" if note else "")
 
 
-def gotchas_hit(rows: List[Row], lost: bool = False) -> List[catalog.Gotcha]:
-    seen: Dict[str, catalog.Gotcha] = {}
-    for r in rows:
-        for gid in dict.fromkeys(c.gotcha for _, c in r.unusual if c.outcome in FAILING and c.gotcha):
-            seen.setdefault(gid, catalog.get(gid))
-    return list(seen.values())
+def gotchas_hit(rows: List[Row]) -> List[catalog.Gotcha]:
+    return [catalog.get(gid) for gid in dict.fromkeys(c.gotcha for r in rows for _, c in r.unusual
+                                                      if c.outcome in FAILING and c.gotcha)]
 
 
 def outlier_hosts(report: Report, limit: int = 10) -> List[Tuple[str, int, List[str]]]:
     """Hosts with failing probes when most hosts are fine: (host, failing ranks, probes)."""
     bad: Dict[str, Counter] = {}
-    hosts = report.hosts
     for row in report.rows:
         for ref, c in row.unusual:
             if c.outcome in FAILING:
                 bad.setdefault(ref.host, Counter())[row.probe] += 1
-    if len(hosts) < 2 or len(bad) == len(hosts):
+    if len(report.hosts) < 2 or len(bad) == len(report.hosts):
         return []  # one host, or everything broken: no node stands out
     ranked = sorted(bad.items(), key=lambda kv: (-len(kv[1]), -sum(kv[1].values()), kv[0]))[:limit]
     return [(h, sum(c.values()), list(c)) for h, c in ranked]
 
 
 def summary_line(report: Report) -> str:
-    c: Counter = Counter()
-    for r in report.rows:
-        c[r.outcome] += 1
+    c = Counter(r.outcome for r in report.rows)
     parts = ", ".join(f"{c[k]} {k}" for k in ("passed", "failed", "error", "lost", "skipped") if c.get(k))
     extra = f"; {len(report.lost)} rank(s) lost" if report.lost else ""
     inc = f"; INCOMPLETE: {len(report.problems)} input(s) unusable" if report.problems else ""
@@ -127,25 +107,20 @@ def header(report: Report) -> str:
     nights = report.nights
     night = max((r.night for r in report.rows), default="")
     hosts = report.hosts - {"?"}
-    head = (f"contprobe {_mode(report)}: {report.verdict.upper()}: {len(report.images)} image(s), "
-            f"{report.rank_count} rank(s) on {len(hosts)} host(s), night {night or '?'}"
-            + (f" ({len(nights)} nights read)" if len(nights) > 1 else "") + f", site {report.site}")
     one = single_launch(report)
+    head = (f"contprobe {one.record.mode if one is not None else 'report'}: {report.verdict.upper()}: "
+            f"{len(report.images)} image(s), {report.rank_count} rank(s) on {len(hosts)} host(s), night {night or '?'}"
+            + (f" ({len(nights)} nights read)" if len(nights) > 1 else "") + f", site {report.site}")
     if one is not None:
         ctx = launch_context(one)
-        head += "\n" + ", ".join(f"{k}={textsafe.one_line(str(ctx[k]))}" for k in ("hostname", "image", "runtime", "python")
-                                 if ctx.get(k))
+        head += "\n" + ", ".join(f"{k}={textsafe.one_line(str(ctx[k]))}"
+                                 for k in ("hostname", "image", "runtime", "python") if ctx.get(k))
     return head
 
 
 def single_launch(report: Report):
     cur = report.current_launches
     return cur[0] if len(cur) == 1 else None
-
-
-def _mode(report: Report) -> str:
-    one = single_launch(report)
-    return one.record.mode if one is not None else "report"
 
 
 def launch_context(ln) -> Dict[str, object]:
@@ -176,15 +151,21 @@ def _shorten(text: str, n: int) -> str:
 
 
 def _change_cell(row: Row) -> str:
-    if not row.change:
-        return ""
     return row.change + (f" since {row.since}" if row.since and row.change in ("still-failing", "flaky") else "")
 
 
 # ---- terminal and Markdown -------------------------------------------------------------------
+def _section(title: str, lines: List[str], md: bool = False) -> List[str]:
+    """A titled block and a blank line after it (in Markdown after the title too); nothing without lines."""
+    if not lines:
+        return []
+    return [title, ""] + lines + [""] if md else [title] + lines + [""]
+
+
 def _table_rows(report: Report, md: bool) -> Tuple[List[list], List[str]]:
     many = len(report.images) > 1
     with_change = report.baseline is not None
+    sep, cell = ("<br>", textsafe.md_cell) if md else ("\n", textsafe.one_line)
     rows = []
     for r in report.rows:
         detail = where(r)
@@ -195,19 +176,13 @@ def _table_rows(report: Report, md: bool) -> Tuple[List[list], List[str]]:
                 detail.append("fix: " + _shorten(r.fix, 90))
         elif r.outcome == "skipped" and r.text:
             detail.append(_shorten(r.text, 70))
-        for p in r.perf:
-            detail.append(f"{p.metric} {p.worst:.3g} (median {p.median:.3g}) vs reference {p.reference:.3g}: "
-                          f"ratio {p.ratio:.2f}")
-        sep = "<br>" if md else "\n"
-        cell = textsafe.md_cell if md else textsafe.one_line
-        detail = [cell(d) for d in detail]
+        detail += [f"{p.metric} {p.worst:.3g} (median {p.median:.3g}) vs reference {p.reference:.3g}: "
+                   f"ratio {p.ratio:.2f}" for p in r.perf]
         result = result_cell(r)
-        if r.outcome in FAILING and not md:
-            result = result.upper() if len(r.counts) == 1 else result
+        if r.outcome in FAILING and not md and len(r.counts) == 1:
+            result = result.upper()
         cells = [cell(x) for x in ([r.image] if many else []) + [r.probe, result, r.gotcha or ""]]
-        cells += [_change_cell(r)] if with_change else []
-        cells.append(sep.join(detail))
-        rows.append(cells)
+        rows.append(cells + ([_change_cell(r)] if with_change else []) + [sep.join(map(cell, detail))])
     headers = (["image"] if many else []) + ["probe", "ranks", "gotcha"] + (["change"] if with_change else []) \
         + ["where / why / fix"]
     return rows, headers
@@ -231,40 +206,25 @@ def terminal(report: Report, site: Optional[Site] = None) -> str:
     elif one is not None and len(one.placement) > PLACEMENT_SHOWN:
         out += [f"placement: {len(one.placement)} ranks on {len(one.hosts)} host(s); per rank in the JSON report", ""]
     out += [tabulate(rows, headers=headers) if rows else "(no results)", ""]
-    if report.lost:
-        out.append(f"Lost ranks ({len(report.lost)}):")
-        for lr in report.lost[:20]:
-            out.append(textsafe.one_line(f"  rank {lr.rank} on {lr.host} ({lr.image}, {lr.night}): {lr.reason}"))
-        if len(report.lost) > 20:
-            out.append(f"  ... and {len(report.lost) - 20} more (see the JSON or HTML report)")
-        out.append("")
+    lost = [textsafe.one_line(f"  rank {lr.rank} on {lr.host} ({lr.image}, {lr.night}): {lr.reason}")
+            for lr in report.lost[:20]]
+    if len(report.lost) > 20:
+        lost.append(f"  ... and {len(report.lost) - 20} more (see the JSON or HTML report)")
+    out += _section(f"Lost ranks ({len(report.lost)}):", lost)
     perf = _perf_rows(report)
     if perf:
         out += ["Performance against the site's references:", tabulate(perf, headers=PERF_HEADERS), ""]
     if report.baseline is not None:
         out += _baseline_lines(report) + [""]
-    hosts = outlier_hosts(report)
-    if hosts:
-        out.append("Hosts that stand out:")
-        out += [textsafe.one_line(f"  {h}: {n} failing rank result(s) in {', '.join(ps[:5])}"
-                                  f"{' ...' if len(ps) > 5 else ''}") for h, n, ps in hosts]
-        out.append("")
-    hit = gotchas_hit(report.rows)
-    if hit:
-        out.append("Gotchas hit:")
-        for g in hit:
-            out.append(f"[{g.id}] {g.title}\n  cause: {g.cause}\n  fix:   "
-                       + fix_text(g.id, site).replace("\n", "\n         ") + f"\n  see:   {g.source}")
-        out.append("")
-    repro = _reproducers(report)
-    if repro:
-        out.append("Reproduce a failing launch:")
-        out += [textsafe.one_line(f"  {img}: {cmd}") for img, cmd in repro]
-        out.append("")
-    if report.problems:
-        out.append(f"INCOMPLETE: {len(report.problems)} input(s) could not be used:")
-        out += [textsafe.one_line(f"  {p.path}: {p.message}") for p in report.problems]
-        out.append("")
+    hosts = [textsafe.one_line(f"  {h}: {n} failing rank result(s) in {', '.join(ps[:5])}"
+                               f"{' ...' if len(ps) > 5 else ''}") for h, n, ps in outlier_hosts(report)]
+    gotchas = [f"[{g.id}] {g.title}\n  cause: {g.cause}\n  fix:   " + fix_text(g.id, site).replace("\n", "\n         ")
+               + f"\n  see:   {g.source}" for g in gotchas_hit(report.rows)]
+    repro = [textsafe.one_line(f"  {img}: {cmd}") for img, cmd in _reproducers(report)]
+    problems = [textsafe.one_line(f"  {p.path}: {p.message}") for p in report.problems]
+    out += _section("Hosts that stand out:", hosts) + _section("Gotchas hit:", gotchas)
+    out += _section("Reproduce a failing launch:", repro)
+    out += _section(f"INCOMPLETE: {len(report.problems)} input(s) could not be used:", problems)
     out.append(summary_line(report))
     return "\n".join(out) + "\n"
 
@@ -284,11 +244,8 @@ def _baseline_lines(report: Report) -> List[str]:
 
 def _reproducers(report: Report) -> List[Tuple[str, str]]:
     failing = {(r.image, r.night) for r in report.rows if r.outcome in FAILING}
-    out = []
-    for ln in report.launches:
-        if (ln.image, ln.night) in failing and ln.command:
-            out.append((ln.image, ln.command))
-    return list(dict.fromkeys(out))
+    return list(dict.fromkeys((ln.image, ln.command) for ln in report.launches
+                              if (ln.image, ln.night) in failing and ln.command))
 
 
 def markdown(report: Report, site: Optional[Site] = None, title: str = "contprobe report") -> str:
@@ -297,25 +254,23 @@ def markdown(report: Report, site: Optional[Site] = None, title: str = "contprob
              tabulate(rows, headers=headers, tablefmt="github") if rows else "(no results)", "",
              summary_line(report), ""]
     if report.lost:
-        lines += [f"## Lost ranks ({len(report.lost)})", ""]
-        lines += [textsafe.md_cell(f"- rank {lr.rank} on {lr.host} ({lr.image}, {lr.night}): {lr.reason}")
-                  for lr in report.lost[:50]]
-        lines += [f"- ... and {len(report.lost) - 50} more" if len(report.lost) > 50 else "", ""]
+        lost = [textsafe.md_cell(f"- rank {lr.rank} on {lr.host} ({lr.image}, {lr.night}): {lr.reason}")
+                for lr in report.lost[:50]]
+        lost.append(f"- ... and {len(report.lost) - 50} more" if len(report.lost) > 50 else "")
+        lines += _section(f"## Lost ranks ({len(report.lost)})", lost, md=True)
     perf = _perf_rows(report)
     if perf:
         lines += ["## Performance", "", tabulate(perf, headers=PERF_HEADERS, tablefmt="github"), ""]
     if report.baseline is not None:
-        lines += ["## Compared with earlier nights", ""] + [f"- {x.strip()}" for x in _baseline_lines(report)[1:]] + [""]
+        lines += _section("## Compared with earlier nights", [f"- {x.strip()}" for x in _baseline_lines(report)[1:]],
+                          md=True)
     for g in gotchas_hit(report.rows):
         lines += [f"## `{g.id}`: {g.title}", "", f"**Cause.** {g.cause}", "", "**Fix.**", "",
                   fix_text(g.id, site), "", f"Source: {g.source}", ""]
-    repro = _reproducers(report)
-    if repro:
-        lines += ["## Reproducers", ""] + [f"- {textsafe.md_cell(img)}: {textsafe.md_cell(cmd)}"
-                                           for img, cmd in repro] + [""]
-    if report.problems:
-        lines += [f"## Incomplete: {len(report.problems)} input(s) could not be used", ""]
-        lines += [f"- {textsafe.md_cell(p.path)}: {textsafe.md_cell(p.message)}" for p in report.problems] + [""]
+    repro = [f"- {textsafe.md_cell(img)}: {textsafe.md_cell(cmd)}" for img, cmd in _reproducers(report)]
+    problems = [f"- {textsafe.md_cell(p.path)}: {textsafe.md_cell(p.message)}" for p in report.problems]
+    lines += _section("## Reproducers", repro, md=True)
+    lines += _section(f"## Incomplete: {len(report.problems)} input(s) could not be used", problems, md=True)
     return "\n".join(lines)
 
 
@@ -323,10 +278,9 @@ def markdown(report: Report, site: Optional[Site] = None, title: str = "contprob
 def contract(report: Report, site: Optional[Site] = None, ranks: bool = True) -> dict:
     """The doctor/run JSON contract, plus per-rank detail (unless not ranks), lost ranks, launches and
     problems."""
-    night = max((r.night for r in report.rows), default="")
     one = single_launch(report)
     ctx: Dict[str, object] = launch_context(one) if one is not None else {"mode": "report"}
-    ctx.update({"site": report.site, "night": night, "nights": report.nights,
+    ctx.update({"site": report.site, "night": max((r.night for r in report.rows), default=""), "nights": report.nights,
                 "images": report.images, "ranks": report.rank_count,
                 "hosts": len(report.hosts - {"?"}),
                 "launches": len(report.launches), "incomplete": report.incomplete})

@@ -113,18 +113,6 @@ def write_text(path: str, text: str) -> None:
         fh.write(text)
 
 
-def private_dir(path: str, mode: int = 0o700) -> str:
-    """Make path (not a link) owned by us with mode; an existing link or foreign owner is an error."""
-    try:
-        os.mkdir(path, mode)
-    except FileExistsError:
-        st = os.lstat(path)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-            raise InputError(errno.EPERM, f"{path}: not a directory of ours") from None
-        os.chmod(path, mode)
-    return path
-
-
 def is_empty_dir(path: str) -> Optional[bool]:
     """True/False for a directory, None when path does not exist."""
     try:

@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(ns: argparse.Namespace) -> int:
-    return run(DoctorRequest(cargs.expectations(ns), load_or_detect(ns.site), cargs.outputs(ns), ns.timeout,
+    return run(DoctorRequest(Expectations.from_namespace(ns), load_or_detect(ns.site), cargs.outputs(ns), ns.timeout,
                              ns.out, ns.force))
 
 

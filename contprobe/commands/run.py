@@ -207,14 +207,9 @@ def lost_ranks(results_dir: str, expected: int, res: LaunchResult, hosts: Sequen
                image: str = "") -> Tuple[List[LostRank], List[nodelog.NodeFault]]:
     """Ranks without a JUnit file, each on its host (its journal's, the launcher's task line, or block
     placement over `hosts`) with the cause the launch log names; and the nodes the log blames."""
-    wrote, journals = {}, {}
-    for name in os.listdir(results_dir):
-        m = RANK_FILE.match(name)
-        if m:
-            wrote[int(m.group(1))] = m.group(2)
-        m = JOURNAL_FILE.match(name)
-        if m:
-            journals[int(m.group(1))] = m.group(2)
+    names = os.listdir(results_dir)
+    wrote = {int(m.group(1)): m.group(2) for m in map(RANK_FILE.match, names) if m}
+    journals = {int(m.group(1)): m.group(2) for m in map(JOURNAL_FILE.match, names) if m}
     if res.interrupted:
         why = f"contprobe was stopped ({signal.Signals(res.interrupted).name})"
     elif res.timed_out:
@@ -238,9 +233,8 @@ def lost_ranks(results_dir: str, expected: int, res: LaunchResult, hosts: Sequen
         if fault is not None:
             lost.append(LostRank(r, host, f"{what}; node {host}: {fault.evidence}; {why}", fault.gotcha))
         elif faults:   # a healthy node's rank, ended with the step (srun cancels it on every node)
-            first = next(iter(faults.values()))
             lost.append(LostRank(r, host, f"{what}; ended with the launch after node {', '.join(faults)} "
-                                          f"failed; {why}", first.gotcha))
+                                          f"failed; {why}", next(iter(faults.values())).gotcha))
         else:
             lost.append(LostRank(r, host, f"{what}; {why}", gotcha))
     return lost, list(faults.values())

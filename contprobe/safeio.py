@@ -53,9 +53,9 @@ def read_capped(path: str, cap: int = DEFAULT_CAP, follow: bool = False) -> byte
         os.close(fd)
 
 
-def walk(root: str, skip_hidden: bool = True,
-         others: Optional[List[Tuple[str, str]]] = None) -> Iterator[Tuple[str, List[str]]]:
-    """(directory, names of its regular files) under root, each directory once, links never followed.
+def walk(root: str, others: Optional[List[Tuple[str, str]]] = None) -> Iterator[Tuple[str, List[str]]]:
+    """(directory, names of its regular files) under root, each directory once, links never followed,
+    hidden entries skipped.
 
     Sorted, so results depend only on the tree. Unreadable directories are skipped silently here:
     callers report missing results, not missing directories. Entries that are neither a directory
@@ -79,7 +79,7 @@ def walk(root: str, skip_hidden: bool = True,
         try:
             with os.scandir(d) as it:
                 for e in it:
-                    if skip_hidden and e.name.startswith("."):
+                    if e.name.startswith("."):
                         continue
                     if e.is_dir(follow_symlinks=False):
                         subdirs.append(e.path)

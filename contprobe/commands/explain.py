@@ -174,8 +174,7 @@ def markdown(doc: dict) -> str:
 
 def main(ns: argparse.Namespace) -> int:
     files = check_inputs(ns.files)
-    outputs = pipeline.Outputs(json=ns.json, markdown=ns.markdown)
-    pipeline.check_outputs(outputs)
+    pipeline.check_outputs(pipeline.Outputs(json=ns.json, markdown=ns.markdown))
     site = load_or_detect(ns.site)
     rules = catalog.rules(None if ns.stage == "any" else ns.stage)
     try:

@@ -56,9 +56,8 @@ class Plan:
              single: bool = False) -> Tuple[List[str], Dict[str, str]]:
         """(argv, variables for the launch's environment): values never travel on the command line."""
         rdir = results_dir or self.results_dir
-        exp = self.exp
-        if targets:  # re-runs name exact probes; the operator's -k/-m could only deselect them
-            exp = dataclasses.replace(exp, keyword=None, markexpr=None)
+        # re-runs name exact probes; the operator's -k/-m could only deselect them
+        exp = dataclasses.replace(self.exp, keyword=None, markexpr=None) if targets else self.exp
         # --capture=sys: what C libraries (UCX, NCCL, the MPI) write to fd 2 reaches the launch log,
         # which is the only evidence left when they abort a rank.
         use_nv = self.nv if nv is None else nv

@@ -161,11 +161,8 @@ def _prune(root: str, current: str) -> None:
     per contprobe version would otherwise pile up in the operator's home."""
     try:
         os.utime(current)
-        entries = []
-        for name in os.listdir(root):
-            p = os.path.join(root, name)
-            if p != current and staged_key(p) is not None:
-                entries.append((os.lstat(p).st_mtime, p))
+        paths = [os.path.join(root, name) for name in os.listdir(root)]
+        entries = [(os.lstat(p).st_mtime, p) for p in paths if p != current and staged_key(p) is not None]
         for _, p in sorted(entries, reverse=True)[KEEP - 1:]:
             remove_tree(p)
     except OSError:

@@ -41,18 +41,15 @@ def check_expression(flag: str, expr: str) -> None:
         if pos >= len(tokens):
             refuse("unexpected end of expression")
         t = tokens[pos]
+        if t in (")", "and", "or"):
+            refuse(f"unexpected {t!r}")
+        pos += 1
         if t == "not":
-            pos += 1
             term()
         elif t == "(":
-            pos += 1
             parse()
             if pos >= len(tokens) or tokens[pos] != ")":
                 refuse("missing ')'")
-            pos += 1
-        elif t in (")", "and", "or"):
-            refuse(f"unexpected {t!r}")
-        else:
             pos += 1
 
     def parse() -> None:

@@ -88,7 +88,8 @@ def _copy_into(tmp: str, key: str) -> None:
     os.chmod(tmp, 0o555)
 
 
-def _remove(path: str) -> None:
+def remove_tree(path: str) -> None:
+    """rmtree that first makes the read-only directories of a staged harness writable again."""
     for root, dirs, _ in os.walk(path):
         os.chmod(root, stat.S_IRWXU)
         for d in dirs:
@@ -110,22 +111,22 @@ def stage(harness_dir: str, key: Optional[str] = None) -> str:
         return harness_dir
     tmp = f"{harness_dir}.tmp-{socket.gethostname()}-{os.getpid()}"   # nodes may share the file system
     if os.path.lexists(tmp):
-        _remove(tmp)
+        remove_tree(tmp)
     _copy_into(tmp, key)
     if os.path.lexists(harness_dir) and not (os.path.isdir(harness_dir) and not os.listdir(harness_dir)):
         if staged_key(harness_dir) == key:      # someone else staged the same meanwhile
-            _remove(tmp)
+            remove_tree(tmp)
             return harness_dir
         if os.path.islink(harness_dir) or not os.path.isdir(harness_dir) or os.lstat(harness_dir).st_uid != os.getuid():
-            _remove(tmp)
+            remove_tree(tmp)
             raise OSError(f"{harness_dir}: not a harness directory of this user")
-        _remove(harness_dir)                   # an older contprobe's harness
+        remove_tree(harness_dir)               # an older contprobe's harness
     elif os.path.isdir(harness_dir):
         os.rmdir(harness_dir)
     try:
         os.rename(tmp, harness_dir)
     except OSError:
-        _remove(tmp)
+        remove_tree(tmp)
         if staged_key(harness_dir) != key:
             raise
     return harness_dir
@@ -160,13 +161,10 @@ def _prune(root: str, current: str) -> None:
     per contprobe version would otherwise pile up in the operator's home."""
     try:
         os.utime(current)
-        entries = []
-        for name in os.listdir(root):
-            p = os.path.join(root, name)
-            if p != current and staged_key(p) is not None:
-                entries.append((os.lstat(p).st_mtime, p))
+        paths = [os.path.join(root, name) for name in os.listdir(root)]
+        entries = [(os.lstat(p).st_mtime, p) for p in paths if p != current and staged_key(p) is not None]
         for _, p in sorted(entries, reverse=True)[KEEP - 1:]:
-            _remove(p)
+            remove_tree(p)
     except OSError:
         pass    # pruning is housekeeping: never the reason a run fails
 

@@ -83,12 +83,9 @@ def check_sif(path: str) -> None:
                          f"{data_offset + data_size}); re-copy or rebuild it")
 
 
-def resolve(ref: str, runtime: "Optional[Runtime]" = None, cache_dir: Optional[str] = None,
-            timeout: float = 3600.0) -> Image:
+def resolve(ref: str, runtime: "Runtime", cache_dir: str, timeout: float = 3600.0) -> Image:
     """Check an image argument and turn it into something the runtime can exec."""
     if REMOTE.match(ref):
-        if runtime is None or cache_dir is None:
-            return Image(ref, ref, "remote")
         path = convert(ref, runtime, cache_dir, timeout)
         return Image(ref, path, "remote", read_text(path + DIGEST_SUFFIX))
     if not os.path.exists(ref):
@@ -138,8 +135,8 @@ def convert(ref: str, runtime: "Runtime", cache_dir: str, timeout: float = 3600.
     registry's digest is read right after the conversion and kept beside the SIF, so a warm run
     reports the digest of what it converted, not of what the tag points to now."""
     from contprobe import registry
-    from contprobe.inimage import catalog
     from contprobe.launch import execute
+    from contprobe.runtimes.local import failed   # the same named failure as every runtime's conversion
     os.makedirs(cache_dir, exist_ok=True)
     target = os.path.join(cache_dir, cached_name(ref))
     if os.path.exists(target):
@@ -151,11 +148,7 @@ def convert(ref: str, runtime: "Runtime", cache_dir: str, timeout: float = 3600.
     res = execute(runtime.build_argv(partial, ref, extra=("--force",)), log_path, timeout,
                   env=runtime.build_env(os.environ))
     if res.returncode != 0 or not os.path.exists(partial):
-        gotcha = catalog.match(res.log, "pull")
-        if res.timed_out and gotcha == catalog.UNKNOWN:
-            gotcha = "pull-stalled"
-        tail = " ".join(res.log.strip().splitlines()[-1:])
-        raise ConversionFailed(f"could not convert {ref}: {tail}", gotcha, res.log)
+        raise failed(ref, res.log, res.timed_out)
     digest = registry.manifest_digest(ref, min(timeout, 20.0))
     if digest:
         with open(target + DIGEST_SUFFIX + ".tmp", "w") as fh:

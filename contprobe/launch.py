@@ -56,9 +56,8 @@ class Plan:
              single: bool = False) -> Tuple[List[str], Dict[str, str]]:
         """(argv, variables for the launch's environment): values never travel on the command line."""
         rdir = results_dir or self.results_dir
-        exp = self.exp
-        if targets:  # re-runs name exact probes; the operator's -k/-m could only deselect them
-            exp = dataclasses.replace(exp, keyword=None, markexpr=None)
+        # re-runs name exact probes; the operator's -k/-m could only deselect them
+        exp = dataclasses.replace(self.exp, keyword=None, markexpr=None) if targets else self.exp
         # --capture=sys: what C libraries (UCX, NCCL, the MPI) write to fd 2 reaches the launch log,
         # which is the only evidence left when they abort a rank.
         use_nv = self.nv if nv is None else nv
@@ -84,7 +83,6 @@ class Plan:
 
 @dataclass
 class LaunchResult:
-    argv: List[str]
     returncode: int
     log: str
     duration_s: float
@@ -189,8 +187,7 @@ def execute(argv: List[str], log_path: str, timeout: float, env: Optional[Mappin
     one finished while others did not (a hung collective waits forever otherwise)."""
     t0 = time.monotonic()
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    full_env = dict(os.environ)
-    full_env.update(env or {})
+    full_env = {**os.environ, **(env or {})}
     # Hydra 4.0.2's remote proxies (ssh bootstrap) drop the environment's LAST variable when they
     # filter it by -genvlist: with the APPTAINERENV_* values last, a node's ranks silently lost
     # UCX_TLS=^cma (4-node cluster). A trailing variable nobody asks for absorbs that.
@@ -203,7 +200,7 @@ def execute(argv: List[str], log_path: str, timeout: float, env: Optional[Mappin
                                  start_new_session=True, env=full_env, cwd=cwd)
         except OSError as exc:
             log.write(f"{argv[0]}: {exc}\n")
-            return LaunchResult(argv, 127, f"{argv[0]}: {exc}", time.monotonic() - t0)
+            return LaunchResult(127, f"{argv[0]}: {exc}", time.monotonic() - t0)
         got: List[int] = []
 
         def on_signal(signum, _frame):
@@ -273,7 +270,7 @@ def execute(argv: List[str], log_path: str, timeout: float, env: Optional[Mappin
                 rc = 124
     redact_log(log_path)
     text = _tail(log_path)
-    return LaunchResult(argv, rc if rc is not None else 137, text, time.monotonic() - t0, timed_out,
+    return LaunchResult(rc if rc is not None else 137, text, time.monotonic() - t0, timed_out,
                         early if (by_grace and not got) else "", got[0] if got else 0, killed)
 
 
@@ -320,11 +317,9 @@ def redact_log(path: str) -> None:
                 data = rest + chunk
                 cut = len(data) if not chunk else data.rfind(b"\n") + 1
                 if not chunk or cut:
-                    piece, rest = data[:cut], data[cut:]
-                    text = piece.decode("utf-8", "surrogateescape")
+                    text = data[:cut].decode("utf-8", "surrogateescape")
                     fout.write(redact(text).encode("utf-8", "surrogateescape"))
-                else:
-                    rest = data
+                rest = data[cut:]
                 if not chunk:
                     break
     os.replace(tmp, path)

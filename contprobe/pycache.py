@@ -46,10 +46,7 @@ def prepare(cache_root: str, image_path: str, keep: int = KEEP) -> Optional[str]
 
 
 def _prune(root: str, keep: int) -> None:
-    entries = []
-    for name in os.listdir(root):
-        p = os.path.join(root, name)
-        if os.path.isdir(p) and not os.path.islink(p):
-            entries.append((os.stat(p).st_mtime, p))
+    paths = [os.path.join(root, name) for name in os.listdir(root)]
+    entries = [(os.stat(p).st_mtime, p) for p in paths if os.path.isdir(p) and not os.path.islink(p)]
     for _, p in sorted(entries, reverse=True)[keep:]:
         shutil.rmtree(p, ignore_errors=True)

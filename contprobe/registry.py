@@ -62,11 +62,12 @@ def parse(ref: str) -> Optional[Reference]:
     return Reference(host, repo, digest or tag)
 
 
-def _opener(host: str, ctx: ssl.SSLContext) -> urllib.request.OpenerDirector:
+def _opener(host: str) -> urllib.request.OpenerDirector:
     hostname = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
     direct = LOOPBACK.match(hostname) or urllib.request.proxy_bypass(hostname)
     proxies: Dict[str, str] = {} if direct else urllib.request.getproxies()
-    return urllib.request.build_opener(urllib.request.ProxyHandler(proxies), urllib.request.HTTPSHandler(context=ctx))
+    return urllib.request.build_opener(urllib.request.ProxyHandler(proxies), urllib.request.HTTPSHandler(
+        context=ssl.create_default_context()))
 
 
 def _token(opener: urllib.request.OpenerDirector, challenge: str, timeout: float) -> Optional[str]:
@@ -103,8 +104,7 @@ def manifest_digest(ref: str, timeout: float = 20.0) -> str:
         return ""
     if DIGEST.match(r.reference):
         return r.reference
-    ctx = ssl.create_default_context()
-    opener = _opener(r.registry, ctx)
+    opener = _opener(r.registry)
     url = f"https://{r.registry}/v2/{r.repository}/manifests/{urllib.parse.quote(r.reference, safe='')}"
     try:
         try:

@@ -53,9 +53,9 @@ def read_capped(path: str, cap: int = DEFAULT_CAP, follow: bool = False) -> byte
         os.close(fd)
 
 
-def walk(root: str, skip_hidden: bool = True,
-         others: Optional[List[Tuple[str, str]]] = None) -> Iterator[Tuple[str, List[str]]]:
-    """(directory, names of its regular files) under root, each directory once, links never followed.
+def walk(root: str, others: Optional[List[Tuple[str, str]]] = None) -> Iterator[Tuple[str, List[str]]]:
+    """(directory, names of its regular files) under root, each directory once, links never followed,
+    hidden entries skipped.
 
     Sorted, so results depend only on the tree. Unreadable directories are skipped silently here:
     callers report missing results, not missing directories. Entries that are neither a directory
@@ -79,7 +79,7 @@ def walk(root: str, skip_hidden: bool = True,
         try:
             with os.scandir(d) as it:
                 for e in it:
-                    if skip_hidden and e.name.startswith("."):
+                    if e.name.startswith("."):
                         continue
                     if e.is_dir(follow_symlinks=False):
                         subdirs.append(e.path)
@@ -111,18 +111,6 @@ def open_output(path: str, mode: int = 0o644):
 def write_text(path: str, text: str) -> None:
     with open_output(path) as fh:
         fh.write(text)
-
-
-def private_dir(path: str, mode: int = 0o700) -> str:
-    """Make path (not a link) owned by us with mode; an existing link or foreign owner is an error."""
-    try:
-        os.mkdir(path, mode)
-    except FileExistsError:
-        st = os.lstat(path)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-            raise InputError(errno.EPERM, f"{path}: not a directory of ours") from None
-        os.chmod(path, mode)
-    return path
 
 
 def is_empty_dir(path: str) -> Optional[bool]:

@@ -1,11 +1,7 @@
-"""Run the probe suite in a child pytest and read back what it wrote."""
+"""The operator's expectations and probe selection, checked and turned into the suite's arguments."""
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
@@ -45,18 +41,15 @@ def check_expression(flag: str, expr: str) -> None:
         if pos >= len(tokens):
             refuse("unexpected end of expression")
         t = tokens[pos]
+        if t in (")", "and", "or"):
+            refuse(f"unexpected {t!r}")
+        pos += 1
         if t == "not":
-            pos += 1
             term()
         elif t == "(":
-            pos += 1
             parse()
             if pos >= len(tokens) or tokens[pos] != ")":
                 refuse("missing ')'")
-            pos += 1
-        elif t in (")", "and", "or"):
-            refuse(f"unexpected {t!r}")
-        else:
             pos += 1
 
     def parse() -> None:
@@ -123,44 +116,6 @@ class Expectations:
     def env_values(self) -> Dict[str, str]:
         """Expected values, for the probes' environment: on a command line any user could read them."""
         return {f"{EXPECTED_VALUE_PREFIX}{e.name}": e.value for e in self.envs if e.value is not None}
-
-
-def pytest_argv(probes_dir: str, junit: Optional[str], exp: Expectations,
-                results_dir: Optional[str] = None, python: str = "python3") -> List[str]:
-    argv = [python, "-m", "pytest", probes_dir, "-q", "-rN", "--color=no"]
-    if junit:
-        argv += ["--junitxml", junit]
-    if results_dir:
-        argv += ["--results-dir", results_dir]
-    return argv + exp.pytest_args()
-
-
-@dataclass
-class LocalRun:
-    junit: str
-    returncode: int
-    output: str
-    argv: List[str]
-
-
-def run_local(exp: Expectations, workdir: str, timeout: Optional[float] = None,
-              extra_env: Optional[dict] = None) -> LocalRun:
-    """The suite on this machine (doctor): a child pytest so a crashing probe cannot take us down."""
-    junit = os.path.join(workdir, "junit.xml")
-    argv = pytest_argv(str(PROBES_DIR), junit, exp, python=sys.executable)
-    # The user's environment as it is: the leak probes must see what their jobs see.
-    env = dict(os.environ, **(extra_env or {}))
-    try:
-        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           timeout=timeout, env=env, cwd=workdir)
-        return LocalRun(junit, p.returncode, p.stdout, argv)
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        return LocalRun(junit, 124, out + f"\n[contprobe] probe suite killed after {timeout} s", argv)
-
-
-def new_workdir(prefix: str = "contprobe-") -> str:
-    return tempfile.mkdtemp(prefix=prefix)
 
 
 def run_argv_quoted(argv: Sequence[str], env_names: Optional[Mapping[str, str]] = None) -> str:

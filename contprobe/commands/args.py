@@ -7,9 +7,9 @@ import os
 from typing import Tuple
 
 from contprobe import launchers, runtimes
-from contprobe.inimage.options import add_options, argtype, parse_seconds
+from contprobe.inimage.options import add_options, argtype, parse_seconds, valid_name
 from contprobe.reports.pipeline import Outputs, check_outputs
-from contprobe.suite import Expectations, UsageError
+from contprobe.suite import UsageError
 
 
 def add_expectations(p: argparse.ArgumentParser) -> None:
@@ -28,13 +28,9 @@ def add_outputs(p: argparse.ArgumentParser) -> None:
 
 
 def outputs(ns: argparse.Namespace, out_dir: str = None) -> Outputs:
-    o = Outputs(json=ns.json, markdown=ns.markdown, html=getattr(ns, "html", None), junit=ns.junit, out_dir=out_dir)
+    o = Outputs(json=ns.json, markdown=ns.markdown, html=ns.html, junit=ns.junit, out_dir=out_dir)
     check_outputs(o)
     return o
-
-
-def expectations(ns: argparse.Namespace) -> Expectations:
-    return Expectations.from_namespace(ns)
 
 
 seconds = argtype(parse_seconds)
@@ -44,7 +40,7 @@ def positive_int(text: str) -> int:
     try:
         n = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {text!r}") from None
+        n = 0
     if n < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {text!r}")
     return n
@@ -102,7 +98,6 @@ def parse_bind(text: str) -> str:
 
 
 def parse_env_pair(text: str) -> Tuple[str, str]:
-    from contprobe.inimage.options import valid_name
     name, eq, value = text.partition("=")
     if not eq or not valid_name(name):
         raise UsageError(f"--env {text!r}: expected NAME=VALUE")

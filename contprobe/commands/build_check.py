@@ -21,7 +21,7 @@ from contprobe.launch import execute
 from contprobe.model import Case, LaunchRecord
 from contprobe.reports import pipeline
 from contprobe.site import load_or_detect
-from contprobe.suite import UsageError, run_argv_quoted
+from contprobe.suite import Expectations, UsageError, run_argv_quoted
 
 NAME, HELP = "build-check", "a real `build --fakeroot` on a base image, timed, then the probes in it"
 MARKER_VAR = "CONTPROBE_BUILD_CHECK"
@@ -55,7 +55,7 @@ def main(ns: argparse.Namespace) -> int:
     t0 = time.monotonic()
     site = load_or_detect(ns.site)
     outputs = cargs.outputs(ns)
-    exp = cargs.expectations(ns)
+    exp = Expectations.from_namespace(ns)
     if ns.recipe and not os.path.isfile(ns.recipe):
         raise UsageError(f"--recipe {ns.recipe}: no such file")
     if not ns.base.startswith(("docker://", "oras://", "library://")) and not os.path.exists(ns.base):
@@ -99,9 +99,7 @@ def main(ns: argparse.Namespace) -> int:
     # The suite in the fresh image: the default recipe's variable must be there.
     if not ns.recipe:
         exp.envs.append(EnvExpectation(MARKER_VAR, "1"))
-    req = runcmd.RunRequest(image=target, site=site, exp=exp, outputs=outputs, runtime=ns.runtime,
-                            out=os.path.join(out, "probes"), timeout=ns.timeout, rerun=False,
-                            mode="build-check", title="contprobe build-check")
     # The build's own rows travel in the probes' launch record, so one directory holds the answer.
-    req.host_cases = host
-    return runcmd.run(req)
+    return runcmd.run(runcmd.RunRequest(image=target, site=site, exp=exp, outputs=outputs, runtime=ns.runtime,
+                                        out=os.path.join(out, "probes"), timeout=ns.timeout, rerun=False,
+                                        mode="build-check", title="contprobe build-check", host_cases=host))

@@ -18,7 +18,7 @@ from contprobe.launch import execute
 from contprobe.model import LaunchRecord
 from contprobe.reports import pipeline
 from contprobe.site import Site, load_or_detect
-from contprobe.suite import PROBES_DIR, Expectations, UsageError, pytest_argv, run_argv_quoted
+from contprobe.suite import PROBES_DIR, Expectations, UsageError, run_argv_quoted
 
 NAME, HELP = "doctor", "run the probe suite on this machine and explain every failure"
 
@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(ns: argparse.Namespace) -> int:
-    return run(DoctorRequest(cargs.expectations(ns), load_or_detect(ns.site), cargs.outputs(ns), ns.timeout,
+    return run(DoctorRequest(Expectations.from_namespace(ns), load_or_detect(ns.site), cargs.outputs(ns), ns.timeout,
                              ns.out, ns.force))
 
 
@@ -55,8 +55,8 @@ def run(req: DoctorRequest) -> int:
         ranks = os.path.join(out, "ranks")
         os.makedirs(ranks, mode=0o700)
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        argv = pytest_argv(str(PROBES_DIR), None, req.exp, results_dir=ranks, python=sys.executable)
-        argv[3:3] = ["-p", "no:cacheprovider"]
+        argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(PROBES_DIR), "-q", "-rN", "--color=no",
+                "--results-dir", ranks, *req.exp.pytest_args()]
         # The user's environment as it is: the leak probes must see what their jobs see.
         res = execute(argv, os.path.join(out, "pytest.log"), req.timeout, env=req.exp.env_values(), cwd=out)
         if res.returncode == 5:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -65,14 +66,12 @@ def images_in(d: str) -> List[str]:
 
 def main(ns: argparse.Namespace) -> int:
     site = load_or_detect(ns.site)
-    import shlex
     try:
         extra = shlex.split(ns.run_args)
     except ValueError as exc:
         raise UsageError(f"--run-args: {exc}") from None
     return run(NightlyRequest(ns.image_dir, site, os.path.abspath(ns.out_root), ns.jobs or 0, ns.nodes_per_image,
-                              ns.command,
-                              ns.timeout, extra, ns.night))
+                              ns.command, ns.timeout, extra, ns.night))
 
 
 def night_dir(root: str, night: str) -> str:
@@ -107,7 +106,7 @@ def run(req: NightlyRequest) -> int:
     hosts = alloc.hosts if alloc else []
     per = req.nodes_per_image or max(1, len(hosts)) if hosts else 1
     jobs = req.jobs or max(1, len(hosts) // per if hosts else 1)
-    slices = [hosts[i * per:(i + 1) * per] for i in range(jobs)] if hosts else [[] for _ in range(jobs)]
+    slices = [hosts[i * per:(i + 1) * per] for i in range(jobs)]
     state = {"done": 0, "failed": 0, "running": 0}
     t0 = time.monotonic()
     sys.stderr.write(f"[nightly] {len(imgs)} image(s), {jobs} at a time, {len(hosts) or 1} host(s); results in {root}\n")
@@ -147,12 +146,10 @@ def run(req: NightlyRequest) -> int:
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         list(pool.map(one, enumerate(imgs)))
-    report_dir = os.path.join(root, "report")
-    history = req.out_root if os.path.isdir(req.out_root) else None
-    previous = _previous_report(req.out_root, root)
     return pipeline.report(pipeline.ReportRequest(
-        paths=[os.path.join(root, "results")], site=req.site, outputs=pipeline.Outputs(out_dir=report_dir),
-        baseline=previous, history=history, title=f"contprobe nightly {night}"))
+        paths=[os.path.join(root, "results")], site=req.site,
+        outputs=pipeline.Outputs(out_dir=os.path.join(root, "report")), baseline=_previous_report(req.out_root, root),
+        history=req.out_root, title=f"contprobe nightly {night}"))
 
 
 def _previous_report(out_root: str, current: str) -> Optional[str]:

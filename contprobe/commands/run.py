@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import socket
-import stat
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from contprobe.launch import ALL_WROTE, LaunchResult, Plan, execute
 from contprobe.launchers import nodelog
 from contprobe.model import Case, LaunchRecord, LostRank
 from contprobe.reports import pipeline
-from contprobe.reports.collect import JOURNAL_FILE, RANK_FILE
+from contprobe.reports.collect import JOURNAL_FILE, RANK_FILE, read_rank_file
 from contprobe.rerun import plan_reruns, run_reruns
 from contprobe.site import Site, load_or_detect
 from contprobe.suite import Expectations, UsageError, run_argv_quoted
@@ -68,7 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def request(ns: argparse.Namespace, site: Optional[Site] = None) -> RunRequest:
-    return RunRequest(image=ns.image, site=site or load_or_detect(ns.site), exp=cargs.expectations(ns),
+    return RunRequest(image=ns.image, site=site or load_or_detect(ns.site), exp=Expectations.from_namespace(ns),
                       outputs=cargs.outputs(ns), runtime=ns.runtime, nv=ns.nv,
                       binds=[cargs.parse_bind(b) for b in ns.binds],
                       env=dict(cargs.parse_env_pair(e) for e in ns.envs), cleanenv=ns.cleanenv, python=ns.python,
@@ -106,14 +105,9 @@ def prepare_out(out: str, force: bool) -> str:
             raise UsageError(f"--out {out} is not empty: give a new directory, or --force to replace its contents")
         if os.lstat(out).st_uid != os.getuid():
             raise UsageError(f"--out {out} belongs to another user")
-        for root, dirs, _ in os.walk(out):   # the staged harness is read-only
-            for d in dirs:
-                p = os.path.join(root, d)
-                if not os.path.islink(p):
-                    os.chmod(p, stat.S_IRWXU)
         for name in os.listdir(out):
             p = os.path.join(out, name)
-            shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)
+            harness.remove_tree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)
     try:
         os.makedirs(out, mode=0o700, exist_ok=True)
     except OSError as exc:
@@ -161,9 +155,8 @@ def make_plan(req: RunRequest, out: str, host: List[Case]) -> Optional[Plan]:
             return None
         except launchers.LauncherError as exc:
             raise UsageError(str(exc)) from None
-    hostfile = req.hostfile
-    if hostfile and not os.path.isfile(hostfile):
-        raise UsageError(f"--hostfile {hostfile}: no such file")
+    if req.hostfile and not os.path.isfile(req.hostfile):
+        raise UsageError(f"--hostfile {req.hostfile}: no such file")
     try:
         img = rt.resolve(req.image, req.cache_dir or os.path.join(user_cache(), "images"), req.timeout)
     except images.ConversionFailed as exc:
@@ -176,7 +169,7 @@ def make_plan(req: RunRequest, out: str, host: List[Case]) -> Optional[Plan]:
     # srun gets the allocation's hosts it should use: nightly gives each image its own slice.
     span = tuple(planned_hosts(req)) if launcher is not None and launcher.name == "srun" and req.ppn else ()
     req_l = launchers.LaunchRequest(
-        ranks=req.ranks, ppn=req.ppn, hostfile=hostfile, hosts=span,
+        ranks=req.ranks, ppn=req.ppn, hostfile=req.hostfile, hosts=span,
         depth=site.launcher_depth or None if own else None,
         cpu_bind=(site.launcher_cpu_bind or None) if own else None,
         extra=site.launcher_args if own else ())
@@ -214,14 +207,9 @@ def lost_ranks(results_dir: str, expected: int, res: LaunchResult, hosts: Sequen
                image: str = "") -> Tuple[List[LostRank], List[nodelog.NodeFault]]:
     """Ranks without a JUnit file, each on its host (its journal's, the launcher's task line, or block
     placement over `hosts`) with the cause the launch log names; and the nodes the log blames."""
-    wrote, journals = {}, {}
-    for name in os.listdir(results_dir):
-        m = RANK_FILE.match(name)
-        if m:
-            wrote[int(m.group(1))] = m.group(2)
-        m = JOURNAL_FILE.match(name)
-        if m:
-            journals[int(m.group(1))] = m.group(2)
+    names = os.listdir(results_dir)
+    wrote = {int(m.group(1)): m.group(2) for m in map(RANK_FILE.match, names) if m}
+    journals = {int(m.group(1)): m.group(2) for m in map(JOURNAL_FILE.match, names) if m}
     if res.interrupted:
         why = f"contprobe was stopped ({signal.Signals(res.interrupted).name})"
     elif res.timed_out:
@@ -245,9 +233,8 @@ def lost_ranks(results_dir: str, expected: int, res: LaunchResult, hosts: Sequen
         if fault is not None:
             lost.append(LostRank(r, host, f"{what}; node {host}: {fault.evidence}; {why}", fault.gotcha))
         elif faults:   # a healthy node's rank, ended with the step (srun cancels it on every node)
-            first = next(iter(faults.values()))
             lost.append(LostRank(r, host, f"{what}; ended with the launch after node {', '.join(faults)} "
-                                          f"failed; {why}", first.gotcha))
+                                          f"failed; {why}", next(iter(faults.values())).gotcha))
         else:
             lost.append(LostRank(r, host, f"{what}; {why}", gotcha))
     return lost, list(faults.values())
@@ -269,15 +256,13 @@ def run(req: RunRequest) -> int:
     t0 = time.monotonic()
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     out = prepare_out(req.out or default_out(req.image), req.force)
-    remote = "://" in req.image
     runtime = req.runtime if req.runtime != "auto" else req.site.runtime   # the site profile picks it
     host = list(req.host_cases) if req.host_cases is not None else \
-        run_all(HostOptions(runtime=runtime, need_runtime=True, pulls=remote,
+        run_all(HostOptions(runtime=runtime, need_runtime=True, pulls="://" in req.image,
                             module_hint=req.site.runtime_module, site_proxy=req.site.proxy))
     rec = LaunchRecord(mode=req.mode, image=req.image, site=req.site.name, expected_ranks=req.ranks,
-                       hosts=[socket.gethostname()], started_utc=started)
+                       hosts=[socket.gethostname()], started_utc=started, host_cases=host)
     plan = make_plan(req, out, host)
-    rec.host_cases = host
     if plan is None:  # no runtime, a shadowing launcher or a failed pull: the host rows say which
         rec.expected_ranks = 0
         rec.duration_s = time.monotonic() - t0
@@ -306,7 +291,6 @@ def run(req: RunRequest) -> int:
         rec.host_cases.append(Case("launch.container", "error", res.duration_s, f"no results: {last_lines(res.log)}",
                                    gotcha, catalog.get(gotcha).fix_line, None, catalog.excerpt(res.log, 4000)))
     if req.rerun and not res.interrupted and len(rec.lost) < plan.ranks:
-        from contprobe.reports.collect import read_rank_file
         cases: List[Case] = []
         for name in sorted(os.listdir(plan.results_dir)):
             if RANK_FILE.match(name):
@@ -320,6 +304,5 @@ def run(req: RunRequest) -> int:
     write_record(out, rec)
     code = pipeline.show(out, req.site, req.outputs, req.title, req.strict)
     if res.killed:
-        import sys
         sys.stderr.write(f"contprobe: ended leftover processes of the launch: {', '.join(res.killed)}\n")
     return 128 + res.interrupted if res.interrupted else code

@@ -16,18 +16,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(ns: argparse.Namespace) -> int:
     from tabulate import tabulate
-    if ns.name:
-        try:
+    try:
+        if ns.name:
             print(json.dumps(sites.load(ns.name).resolved(), indent=2))
-        except sites.SiteError as exc:
-            raise UsageError(str(exc)) from None
-        return 0
-    rows = []
-    for name in sites.available():
-        try:
-            s = sites.load(name)
-        except sites.SiteError as exc:
-            raise UsageError(str(exc)) from None
-        rows.append([s.name, s.scheduler, s.launcher, s.runtime, s.gpus_per_node, s.description])
+            return 0
+        profiles = [sites.load(name) for name in sites.available()]
+    except sites.SiteError as exc:
+        raise UsageError(str(exc)) from None
+    rows = [[s.name, s.scheduler, s.launcher, s.runtime, s.gpus_per_node, s.description] for s in profiles]
     print(tabulate(rows, headers=["site", "scheduler", "launcher", "runtime", "GPUs/node", "description"]))
     return 0

@@ -21,7 +21,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def apply_site(req: runcmd.RunRequest, site: Site, env: Optional[Mapping[str, str]] = None) -> runcmd.RunRequest:
     """The site's defaults on top of what the operator gave: --nv, its file systems, all ranks."""
-    env = os.environ if env is None else env
     if site.gpus_per_node:
         req.nv = True
     for path in site.default_binds:

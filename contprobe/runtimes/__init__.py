@@ -47,10 +47,6 @@ class Runtime:
     builds_recipes = True        # builds Apptainer definition files (build-check); podman, ch-run do not
 
     @property
-    def flavour(self) -> str:
-        return self.name
-
-    @property
     def env_prefix(self) -> str:
         return f"{self.var_prefix}ENV_"
 
@@ -116,9 +112,6 @@ class Runtime:
         if tmpdir:
             out[self.tmpdir_var] = tmpdir
         return out
-
-    def default_cache(self, home: str) -> str:
-        return f"{home}/.{self.name}/cache"
 
     def is_remote(self, ref: str) -> bool:
         return any(ref.startswith(f"{s}://") for s in self.remote_schemes)

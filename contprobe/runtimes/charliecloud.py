@@ -68,9 +68,6 @@ class Charliecloud(Runtime):
     def env_hint(self, name: str) -> str:
         return f"export {name}=... before ch-run (it passes the host environment)"
 
-    def default_cache(self, home: str) -> str:
-        return f"/var/tmp/{_user()}.ch"
-
     def exec_argv(self, spec: ExecSpec) -> Tuple[List[str], Dict[str, str]]:
         argv = [self.executable]
         for b in spec.binds:

@@ -66,9 +66,6 @@ class Podman(Runtime):
     def env_hint(self, name: str) -> str:
         return f"{self.name} run --env {name}"
 
-    def default_cache(self, home: str) -> str:
-        return f"{home}/.local/share/containers/storage"
-
     def is_remote(self, ref: str) -> bool:
         """Anything that is not a local path is an image name for podman's storage or a registry."""
         return ref.startswith(TRANSPORTS) or not (ref.startswith(("/", "./", "../")) or os.path.exists(ref))

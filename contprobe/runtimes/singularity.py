@@ -15,6 +15,3 @@ class Singularity(Runtime):
     version_re = re.compile(r"singularity(?:-ce)? version\s+(\S+)", re.I)
     var_prefix = "SINGULARITY"
     remote_schemes = ("docker", "oras", "library", "shub", "docker-archive", "docker-daemon")
-
-    def default_cache(self, home: str) -> str:
-        return f"{home}/.singularity/cache"

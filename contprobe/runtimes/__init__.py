@@ -41,8 +41,9 @@ class Runtime:
     name = ""                    # registry key and --runtime choice
     executables = ()             # names on PATH, first found wins
     version_re = re.compile(r"$^")
-    gpu_flag = "--nv"
+    gpu_flag = "--nv"            # what exec_argv adds for GPUs (podman: split into its arguments)
     var_prefix = ""              # APPTAINER / SINGULARITY: <prefix>ENV_NAME, <prefix>_CACHEDIR ...
+    # cachedir_var, tmpdir_var: properties below, from var_prefix; a runtime without one sets plain strings
     remote_schemes = ()          # registry references it converts itself (docker://, oras://)
     builds_recipes = True        # builds Apptainer definition files (build-check); podman, ch-run do not
 

@@ -45,21 +45,14 @@ class Charliecloud(Runtime):
     version_re = re.compile(r"^(\d+\.\d+(?:\.\d+)?\S*)$", re.M)
     gpu_flag = "ch-fromhost --nvidia IMAGE"     # a one-time change of a directory image, not a flag
     var_prefix = ""                             # no variables of its own for values
-
+    cachedir_var = "CH_IMAGE_STORAGE"
+    tmpdir_var = "TMPDIR"
     builds_recipes = False
 
     @classmethod
     def version_env(cls) -> Dict[str, str]:
         # ch-run exits at once when $USER is unset, --version included: it says nothing then
         return {**os.environ, "USER": _user()}
-
-    @property
-    def cachedir_var(self) -> str:
-        return "CH_IMAGE_STORAGE"
-
-    @property
-    def tmpdir_var(self) -> str:
-        return "TMPDIR"
 
     def variables_note(self) -> str:
         return ("variables: inherited from the host (--set-env/--unset-env), "

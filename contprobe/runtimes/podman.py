@@ -45,19 +45,12 @@ class Podman(Runtime):
     name = "podman"
     executables = ("podman",)
     version_re = re.compile(r"podman(?:-hpc)? version\s+(\S+)", re.I)
-    gpu_args: Tuple[str, ...] = ("--device", "nvidia.com/gpu=all")
     gpu_flag = "--device nvidia.com/gpu=all"
     var_prefix = ""
+    cachedir_var = "CONTAINERS_STORAGE_CONF"
+    tmpdir_var = "TMPDIR"
     remote_schemes = ("docker",)
     builds_recipes = False
-
-    @property
-    def cachedir_var(self) -> str:
-        return "CONTAINERS_STORAGE_CONF"
-
-    @property
-    def tmpdir_var(self) -> str:
-        return "TMPDIR"
 
     def variables_note(self) -> str:
         return ("variables: --env NAME (value from podman's environment), graphroot in "
@@ -75,7 +68,7 @@ class Podman(Runtime):
         # label=disable: on SELinux hosts a bind is otherwise unreadable, and :z would relabel host files.
         argv = [self.executable, "run", "--rm", "--pull=never", "--security-opt=label=disable"]
         if spec.gpus:
-            argv += list(self.gpu_args)
+            argv += self.gpu_flag.split()
         if not spec.launched:
             # In its own PID namespace the probe suite would be PID 1, which ignores SIGTERM: a launch
             # ended at its timeout would leave its container running (seen on the CI machine). podman's
@@ -228,5 +221,4 @@ class PodmanHPC(Podman):
     """NERSC's podman-hpc: podman with site modules (--gpu, --mpi) and squashed images (`migrate`)."""
     name = "podman-hpc"
     executables = ("podman-hpc",)
-    gpu_args = ("--gpu",)
     gpu_flag = "--gpu"

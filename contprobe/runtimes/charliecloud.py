@@ -84,9 +84,8 @@ class Charliecloud(Runtime):
             if not os.path.isdir(os.path.join(path, "usr")) and not os.path.isdir(os.path.join(path, "bin")):
                 raise images.ImageError(f"{ref}: directory is not an image (no usr/ or bin/)")
             return local.LocalImage(ref, path, "directory")
-        with open(path, "rb") as fh:
-            if images.SQUASHFS_MAGIC in fh.read(4):
-                return local.LocalImage(ref, path, "squashfs", digest_of=path)
+        if local.is_squashfs(path):
+            return local.LocalImage(ref, path, "squashfs", digest_of=path)
         offset, size = local.sif_rootfs(path)
         os.makedirs(cache_dir, exist_ok=True)
         target = os.path.join(cache_dir, f"{local.stem(path)}-{local.cache_key(path)}.sqfs")

@@ -58,6 +58,12 @@ def sif_rootfs(path: str) -> Tuple[int, int]:
                             "need `apptainer build --sandbox` first)")
 
 
+def is_squashfs(path: str) -> bool:
+    """A bare squashfs file (not a SIF, which holds one at an offset)."""
+    with open(path, "rb") as fh:
+        return images.SQUASHFS_MAGIC in fh.read(4)
+
+
 def cache_key(path: str) -> str:
     """Short key of a local image as it is now (path, size, mtime): a changed image converts again."""
     st = os.stat(path)

@@ -125,7 +125,7 @@ class Podman(Runtime):
             steps = [["tar", "-C", path, "--numeric-owner", "-cf", "-", "."], import_]
             rc, log, timed_out = local.pipeline(steps, timeout)
         else:
-            offset = local.sif_rootfs(path)[0] if images.SQUASHFS_MAGIC not in _head(path) else 0
+            offset = 0 if local.is_squashfs(path) else local.sif_rootfs(path)[0]
             if not shutil.which("unsquashfs"):
                 raise images.ImageError(f"{ref}: podman imports a SIF with unsquashfs (squashfs-tools), "
                                         "which is not on PATH")
@@ -151,15 +151,8 @@ class Podman(Runtime):
         return [("host.podman", lambda: check_rootless(os.environ))]
 
 
-def _head(path: str) -> bytes:
-    with open(path, "rb") as fh:
-        return fh.read(4)
-
-
 def _rmtree_writable(tree: str) -> None:
     """unsquashfs keeps the image's modes: read-only directories must be opened up to be removed."""
-    if not os.path.isdir(tree):
-        return
     for root, dirs, _ in os.walk(tree):
         for d in dirs:
             p = os.path.join(root, d)

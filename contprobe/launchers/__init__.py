@@ -45,11 +45,7 @@ class Launcher:
 
     @classmethod
     def find(cls) -> Optional[str]:
-        for exe in cls.executables:
-            path = shutil.which(exe)
-            if path:
-                return path
-        return None
+        return next(filter(None, map(shutil.which, cls.executables)), None)
 
     @classmethod
     def recognises(cls, version_text: str) -> bool:
@@ -133,14 +129,10 @@ def detect(env: Optional[Mapping[str, str]] = None, site_launcher: str = "auto")
 
 def hosts_from_nodefile(path: str) -> List[str]:
     """Unique hosts of a PBS_NODEFILE / hostfile, in order."""
-    seen: List[str] = []
     with open(path) as fh:
-        for line in fh:
-            h = line.split("#", 1)[0].strip().split(":")[0].split()[0] if line.split("#", 1)[0].strip() else ""
-            if h and h not in seen:
-                seen.append(h)
-    return seen
-
+        lines = [line.split("#", 1)[0].strip() for line in fh]
+    # "host", "host:slots" or "host slots=N": the first word before any colon
+    return list(dict.fromkeys(s.split(":")[0].split()[0] for s in lines if s))
 
 
 from contprobe.launchers import hydra, openmpi, pals, srun  # noqa: E402,F401  (registers them)

@@ -27,7 +27,6 @@ class Allocation:
 
 class Scheduler:
     name = "none"
-    submit_command = ()
 
     def allocation(self, env: Mapping[str, str]) -> Optional[Allocation]:
         return None

@@ -105,9 +105,7 @@ class Podman(Runtime):
         else:
             name = ref[len("docker://"):] if ref.startswith("docker://") else ref
             if self._podman(["image", "exists", name])[0] != 0:
-                rc, log, timed_out = local.pipeline([[self.executable, "pull", "-q", ref]], timeout)
-                if rc != 0:
-                    raise local.failed(ref, log, timed_out)
+                local.convert(ref, [[self.executable, "pull", "-q", ref]], timeout)
         return local.LocalImage(ref, name, "oci", digest_value=self._digest(name))
 
     def _import(self, ref: str, cache_dir: str, timeout: float) -> str:
@@ -122,8 +120,7 @@ class Podman(Runtime):
         import_ = [self.executable, "import", "-q", "-", name]
         if os.path.isdir(path):
             # the directory's owners travel as they are: an image's uids need the user's subuid range
-            steps = [["tar", "-C", path, "--numeric-owner", "-cf", "-", "."], import_]
-            rc, log, timed_out = local.pipeline(steps, timeout)
+            local.convert(ref, [["tar", "-C", path, "--numeric-owner", "-cf", "-", "."], import_], timeout)
         else:
             offset = 0 if local.is_squashfs(path) else local.sif_rootfs(path)[0]
             if not shutil.which("unsquashfs"):
@@ -134,16 +131,12 @@ class Podman(Runtime):
             shutil.rmtree(tree, ignore_errors=True)
             try:
                 # unsquashfs as a user cannot keep the owners: everything becomes root's in the image
-                steps = [["unsquashfs", "-no-xattrs", "-no-progress", "-quiet", "-o", str(offset), "-d", tree, path]]
-                rc, log, timed_out = local.pipeline(steps, timeout)
-                if rc == 0:
-                    steps = [["tar", "-C", tree, "--owner=0", "--group=0", "--numeric-owner", "-cf", "-", "."],
-                             import_]
-                    rc, log, timed_out = local.pipeline(steps, timeout)
+                local.convert(ref, [["unsquashfs", "-no-xattrs", "-no-progress", "-quiet", "-o", str(offset),
+                                     "-d", tree, path]], timeout)
+                local.convert(ref, [["tar", "-C", tree, "--owner=0", "--group=0", "--numeric-owner", "-cf", "-", "."],
+                                    import_], timeout)
             finally:
                 _rmtree_writable(tree)
-        if rc != 0:
-            raise local.failed(ref, log, timed_out)
         return name
 
     # ---- host checks --------------------------------------------------------------------------

@@ -56,7 +56,7 @@ class Site:
     runtime: str = "auto"
     runtime_module: str = ""
     gpus_per_node: int = 0
-    gpu_order: str = "natural"            # "natural" | "reversed"
+    gpu_order: str = "natural"            # "natural" | "reversed" (Polaris): applied in the image, bootstrap.gpu_for
     gpu_mig: str = ""                     # "" (not checked) | "enabled" | "disabled"
     default_binds: Tuple[str, ...] = ()
     scratch: str = "/tmp"
@@ -65,12 +65,6 @@ class Site:
     fix_notes: Dict[str, str] = field(default_factory=dict)
     perf: Dict[str, Dict[str, Tuple[float, float]]] = field(default_factory=dict)
     path: str = ""
-
-    def gpu_for_local_rank(self, local_rank: int, gpus: int) -> int:
-        """GPU index a local rank should use (Polaris numbers GPUs against CPU affinity)."""
-        gpus = gpus or self.gpus_per_node or 1
-        r = local_rank % gpus
-        return gpus - 1 - r if self.gpu_order == "reversed" else r
 
     def fix_note(self, gotcha_id: str) -> str:
         return self.fix_notes.get(gotcha_id, "")

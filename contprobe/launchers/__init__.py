@@ -82,7 +82,7 @@ def kind_of(executable: str) -> Optional[str]:
     return None
 
 
-def get(name: str, verify: bool = True) -> Launcher:
+def get(name: str) -> Launcher:
     """The launcher backend with its executable, checked to be its own kind.
 
     A mismatch is the `launcher-mismatch` gotcha: a Polaris profile asks for PALS, but the
@@ -95,10 +95,9 @@ def get(name: str, verify: bool = True) -> Launcher:
     exe = cls.find()
     if not exe:
         raise LauncherError(f"launcher {name}: none of {', '.join(cls.executables)} on PATH")
-    if verify:
-        actual = kind_of(exe)
-        if actual != name:
-            raise MismatchError(name, exe, actual)
+    actual = kind_of(exe)
+    if actual != name:
+        raise MismatchError(name, exe, actual)
     return cls(exe)
 
 

@@ -47,12 +47,6 @@ def names() -> List[str]:
     return sorted(REGISTRY)
 
 
-def get(name: str) -> Scheduler:
-    if name not in REGISTRY:
-        raise SchedulerError(f"unknown scheduler {name!r} (known: {', '.join(names())})")
-    return REGISTRY[name]()
-
-
 def current(env: Optional[Mapping[str, str]] = None, preferred: str = "auto") -> Optional[Allocation]:
     """The allocation this process runs in, asking the preferred scheduler first, then the others."""
     env = os.environ if env is None else env

@@ -81,8 +81,7 @@ class Site:
 
 
 def _dirs() -> List[Path]:
-    extra = [Path(d) for d in os.environ.get(SITES_PATH_ENV, "").split(os.pathsep) if d]
-    return extra + [SITES_DIR]
+    return [Path(d) for d in os.environ.get(SITES_PATH_ENV, "").split(os.pathsep) if d] + [SITES_DIR]
 
 
 def available() -> List[str]:

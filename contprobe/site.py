@@ -102,7 +102,7 @@ def _typed(path: Path, where: str, value: Any, kind: type) -> Any:
         return tuple(value)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool):   # no setting is a bool: true is no number
+    if not isinstance(value, kind) or isinstance(value, bool):   # bool is an int subclass; no setting is a bool
         raise SiteError(f"site profile {path}: {where} must be a {kind.__name__}, not {value!r}")
     if kind is float and (not math.isfinite(value) or value <= 0):
         raise SiteError(f"site profile {path}: {where} must be a finite number > 0")

@@ -11,7 +11,7 @@ import math
 import os
 import re
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -25,17 +25,17 @@ class SiteError(ValueError):
     pass
 
 
-# section -> key -> (type, default). `list` means a list of strings.
-SCHEMA: Dict[str, Dict[str, Tuple[type, Any]]] = {
-    "": {"name": (str, ""), "description": (str, "")},
-    "detect": {"hostnames": (list, []), "env": (list, [])},
-    "scheduler": {"kind": (str, "none"), "submit_args": (list, [])},
-    "launcher": {"kind": (str, "auto"), "depth": (int, 0), "cpu_bind": (str, ""), "args": (list, []),
-                 "grace_s": (float, 30.0)},
-    "runtime": {"kind": (str, "auto"), "module": (str, "")},
-    "gpus": {"per_node": (int, 0), "order": (str, "natural"), "mig": (str, "")},
-    "paths": {"binds": (list, []), "scratch": (str, "/tmp"), "image_dir": (str, "")},
-    "proxy": {"url": (str, "")},
+# section -> key -> (type, Site field). `list` means a list of strings; defaults are the Site's.
+SCHEMA: Dict[str, Dict[str, Tuple[type, str]]] = {
+    "": {"name": (str, "name"), "description": (str, "description")},
+    "detect": {"hostnames": (list, "detect_hostnames"), "env": (list, "detect_env")},
+    "scheduler": {"kind": (str, "scheduler"), "submit_args": (list, "submit_args")},
+    "launcher": {"kind": (str, "launcher"), "depth": (int, "launcher_depth"), "cpu_bind": (str, "launcher_cpu_bind"),
+                 "args": (list, "launcher_args"), "grace_s": (float, "grace_s")},
+    "runtime": {"kind": (str, "runtime"), "module": (str, "runtime_module")},
+    "gpus": {"per_node": (int, "gpus_per_node"), "order": (str, "gpu_order"), "mig": (str, "gpu_mig")},
+    "paths": {"binds": (list, "default_binds"), "scratch": (str, "scratch"), "image_dir": (str, "image_dir")},
+    "proxy": {"url": (str, "proxy")},
 }
 FREE_TABLES = ("notes", "perf")   # keyed by gotcha id / probe id, checked below
 
@@ -56,7 +56,7 @@ class Site:
     runtime: str = "auto"
     runtime_module: str = ""
     gpus_per_node: int = 0
-    gpu_order: str = "natural"            # "natural" | "reversed"
+    gpu_order: str = "natural"            # "natural" | "reversed" (Polaris): applied in the image, bootstrap.gpu_for
     gpu_mig: str = ""                     # "" (not checked) | "enabled" | "disabled"
     default_binds: Tuple[str, ...] = ()
     scratch: str = "/tmp"
@@ -66,32 +66,22 @@ class Site:
     perf: Dict[str, Dict[str, Tuple[float, float]]] = field(default_factory=dict)
     path: str = ""
 
-    def gpu_for_local_rank(self, local_rank: int, gpus: int) -> int:
-        """GPU index a local rank should use (Polaris numbers GPUs against CPU affinity)."""
-        gpus = gpus or self.gpus_per_node or 1
-        r = local_rank % gpus
-        return gpus - 1 - r if self.gpu_order == "reversed" else r
-
     def fix_note(self, gotcha_id: str) -> str:
         return self.fix_notes.get(gotcha_id, "")
 
     def resolved(self) -> Dict[str, Any]:
         """The profile as `contprobe sites NAME` shows it: every setting, defaults filled in."""
-        return {"name": self.name, "file": self.path, "description": self.description,
-                "detect": {"hostnames": list(self.detect_hostnames), "env": list(self.detect_env)},
-                "scheduler": {"kind": self.scheduler, "submit_args": list(self.submit_args)},
-                "launcher": {"kind": self.launcher, "depth": self.launcher_depth, "cpu_bind": self.launcher_cpu_bind,
-                             "args": list(self.launcher_args), "grace_s": self.grace_s},
-                "runtime": {"kind": self.runtime, "module": self.runtime_module},
-                "gpus": {"per_node": self.gpus_per_node, "order": self.gpu_order, "mig": self.gpu_mig},
-                "paths": {"binds": list(self.default_binds), "scratch": self.scratch, "image_dir": self.image_dir},
-                "proxy": {"url": self.proxy}, "notes": dict(self.fix_notes),
+        def shown(name: str) -> Any:
+            value = getattr(self, name)
+            return list(value) if isinstance(value, tuple) else value
+        sections = {sec: {key: shown(f) for key, (_, f) in keys.items()} for sec, keys in SCHEMA.items() if sec}
+        return {"name": self.name, "file": self.path, "description": self.description, **sections,
+                "notes": dict(self.fix_notes),
                 "perf": {p: {m: list(v) for m, v in ms.items()} for p, ms in self.perf.items()}}
 
 
 def _dirs() -> List[Path]:
-    extra = [Path(d) for d in os.environ.get(SITES_PATH_ENV, "").split(os.pathsep) if d]
-    return extra + [SITES_DIR]
+    return [Path(d) for d in os.environ.get(SITES_PATH_ENV, "").split(os.pathsep) if d] + [SITES_DIR]
 
 
 def available() -> List[str]:
@@ -112,7 +102,7 @@ def _typed(path: Path, where: str, value: Any, kind: type) -> Any:
         return tuple(value)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
+    if not isinstance(value, kind) or isinstance(value, bool):   # bool is an int subclass; no setting is a bool
         raise SiteError(f"site profile {path}: {where} must be a {kind.__name__}, not {value!r}")
     if kind is float and (not math.isfinite(value) or value <= 0):
         raise SiteError(f"site profile {path}: {where} must be a finite number > 0")
@@ -146,7 +136,7 @@ def parse(raw: Dict[str, Any], path: Path) -> Site:
     """The schema check: unknown sections and keys, wrong types and unknown backends are errors."""
     from contprobe import launchers, runtimes, schedulers
     from contprobe.inimage import catalog
-    values: Dict[str, Dict[str, Any]] = {sec: {k: d for k, (_, d) in keys.items()} for sec, keys in SCHEMA.items()}
+    fields: Dict[str, Any] = {}
     for key, value in raw.items():
         if key in FREE_TABLES:
             continue
@@ -158,9 +148,11 @@ def parse(raw: Dict[str, Any], path: Path) -> Site:
                 if k not in SCHEMA[key]:
                     raise SiteError(f"site profile {path}: unknown key {key}.{k} "
                                     f"(known in [{key}]: {', '.join(SCHEMA[key])})")
-                values[key][k] = _typed(path, f"{key}.{k}", v, SCHEMA[key][k][0])
+                kind, name = SCHEMA[key][k]
+                fields[name] = _typed(path, f"{key}.{k}", v, kind)
         elif key in SCHEMA[""]:
-            values[""][key] = _typed(path, key, value, SCHEMA[""][key][0])
+            kind, name = SCHEMA[""][key]
+            fields[name] = _typed(path, key, value, kind)
         else:
             raise SiteError(f"site profile {path}: unknown key {key!r}")
     notes = raw.get("notes", {})
@@ -169,28 +161,19 @@ def parse(raw: Dict[str, Any], path: Path) -> Site:
     unknown = [k for k in notes if k not in catalog.load()]
     if unknown:
         raise SiteError(f"site profile {path}: notes.{unknown[0]}: no such gotcha in the catalog")
-    for sec, choices in (("scheduler", schedulers.names()), ("launcher", ["auto", *launchers.names()]),
-                         ("runtime", ["auto", *runtimes.names()])):
-        if values[sec]["kind"] not in choices:
-            raise SiteError(f"site profile {path}: {sec}.kind {values[sec]['kind']!r} is not one of "
-                            f"{', '.join(choices)}")
-    if values["gpus"]["order"] not in ("natural", "reversed"):
+    fields["name"] = fields.get("name") or path.stem
+    profile = Site(**fields, fix_notes=dict(notes), path=str(path))
+    for sec, kind, choices in (("scheduler", profile.scheduler, schedulers.names()),
+                               ("launcher", profile.launcher, ["auto", *launchers.names()]),
+                               ("runtime", profile.runtime, ["auto", *runtimes.names()])):
+        if kind not in choices:
+            raise SiteError(f"site profile {path}: {sec}.kind {kind!r} is not one of {', '.join(choices)}")
+    if profile.gpu_order not in ("natural", "reversed"):
         raise SiteError(f"site profile {path}: gpus.order must be natural or reversed")
-    if values["gpus"]["mig"] not in ("", "enabled", "disabled"):
+    if profile.gpu_mig not in ("", "enabled", "disabled"):
         raise SiteError(f"site profile {path}: gpus.mig must be enabled or disabled")
-    name = values[""]["name"] or path.stem
-    return Site(name=name, description=values[""]["description"],
-                detect_hostnames=tuple(values["detect"]["hostnames"]), detect_env=tuple(values["detect"]["env"]),
-                scheduler=values["scheduler"]["kind"], submit_args=tuple(values["scheduler"]["submit_args"]),
-                launcher=values["launcher"]["kind"], launcher_depth=values["launcher"]["depth"],
-                launcher_cpu_bind=values["launcher"]["cpu_bind"], launcher_args=tuple(values["launcher"]["args"]),
-                grace_s=values["launcher"]["grace_s"], runtime=values["runtime"]["kind"],
-                runtime_module=values["runtime"]["module"], gpus_per_node=values["gpus"]["per_node"],
-                gpu_order=values["gpus"]["order"], gpu_mig=values["gpus"]["mig"],
-                default_binds=tuple(values["paths"]["binds"]),
-                scratch=values["paths"]["scratch"], image_dir=values["paths"]["image_dir"],
-                proxy=values["proxy"]["url"], fix_notes=dict(notes), perf=_perf(raw.get("perf", {}), path),
-                path=str(path))
+    # [perf] is checked last, as it always was: a profile with several faults names the same one first
+    return replace(profile, perf=_perf(raw.get("perf", {}), path))
 
 
 def load(name: str) -> Site:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from contprobe import site
+from contprobe.inimage import bootstrap
 
 
 def test_polaris_references_and_existing_facts():
@@ -11,7 +12,7 @@ def test_polaris_references_and_existing_facts():
     assert s.perf["torch.matmul"]["matmul_fp16_tflops"] == (200.0, 0.25)
     assert s.perf["allreduce.mpi4py[1048576]"]["busbw_gbps"] == (5.0, 0.5)
     assert "h2d_gbps" in s.perf["torch.h2d_bandwidth"]
-    assert s.gpu_for_local_rank(0, 4) == 3 and s.image_dir == "/soft/containers"
+    assert bootstrap.gpu_for(0, 4, s.gpu_order) == 3 and s.image_dir == "/soft/containers"
     assert site.detect(env={}, hostname="x3004c0s13b0n0.hsn.cm.polaris.alcf.anl.gov").name == "polaris"
     assert site.load("generic").perf == {}
 

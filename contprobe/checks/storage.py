@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import List, Optional, Tuple
+from typing import List, Mapping, Optional, Tuple
 
 from contprobe import runtimes
 from contprobe.checks import Check, HostOptions, failed, passed, skipped, warning
@@ -29,9 +29,8 @@ def fs_type(path: str, mounts: str = "/proc/self/mounts") -> str:
     return kind
 
 
-def cache_locations(flavour_prefix: str, env=None) -> List[Tuple[str, str]]:
+def cache_locations(flavour_prefix: str, env: Mapping[str, str]) -> List[Tuple[str, str]]:
     """(variable, directory) pairs the runtime will use for its cache and temp space."""
-    env = os.environ if env is None else env
     home = os.path.expanduser("~")
     cache_default = os.path.join(home, ".apptainer" if flavour_prefix == "APPTAINER" else ".singularity", "cache")
     return [(f"{flavour_prefix}_CACHEDIR", env.get(f"{flavour_prefix}_CACHEDIR") or cache_default),
@@ -45,6 +44,7 @@ def _existing_parent(path: str) -> str:
 
 
 def check_cache_dirs(opts: HostOptions, env=None) -> Check:
+    env = os.environ if env is None else env
     try:
         rt = runtimes.detect(opts.runtime)
     except runtimes.RuntimeNotFound:
@@ -61,13 +61,13 @@ def check_cache_dirs(opts: HostOptions, env=None) -> Check:
         notes.append(f"{var}={path} ({kind or '?'}, {free_gb:.1f} GB free)")
         if not (opts.build or opts.pulls):
             continue
-        under_home = os.path.realpath(where) == home or os.path.realpath(where).startswith(home + "/")
-        set_explicitly = var in (env if env is not None else os.environ)
+        real = os.path.realpath(where)
+        under_home = real == home or real.startswith(home + "/")
         # Only a lack of space bites now; a cache in $HOME or on a network file system is advice:
         # it works until the quota fills, so it is a warning unless the space is already short.
         if free_gb < MIN_FREE_GB:
             short.append(f"{var}={path}: only {free_gb:.1f} GB free")
-        elif not set_explicitly and (under_home or kind in NETWORK_FS):
+        elif var not in env and (under_home or kind in NETWORK_FS):
             risks.append(f"{var} unset: {path} is on {'$HOME' if under_home else kind} ({free_gb:.1f} GB free)")
         elif kind in NETWORK_FS:
             risks.append(f"{var}={path} is on a network file system ({kind})")

@@ -45,11 +45,7 @@ class Launcher:
 
     @classmethod
     def find(cls) -> Optional[str]:
-        for exe in cls.executables:
-            path = shutil.which(exe)
-            if path:
-                return path
-        return None
+        return next(filter(None, map(shutil.which, cls.executables)), None)
 
     @classmethod
     def recognises(cls, version_text: str) -> bool:
@@ -86,7 +82,7 @@ def kind_of(executable: str) -> Optional[str]:
     return None
 
 
-def get(name: str, verify: bool = True) -> Launcher:
+def get(name: str) -> Launcher:
     """The launcher backend with its executable, checked to be its own kind.
 
     A mismatch is the `launcher-mismatch` gotcha: a Polaris profile asks for PALS, but the
@@ -99,10 +95,9 @@ def get(name: str, verify: bool = True) -> Launcher:
     exe = cls.find()
     if not exe:
         raise LauncherError(f"launcher {name}: none of {', '.join(cls.executables)} on PATH")
-    if verify:
-        actual = kind_of(exe)
-        if actual != name:
-            raise MismatchError(name, exe, actual)
+    actual = kind_of(exe)
+    if actual != name:
+        raise MismatchError(name, exe, actual)
     return cls(exe)
 
 
@@ -133,14 +128,10 @@ def detect(env: Optional[Mapping[str, str]] = None, site_launcher: str = "auto")
 
 def hosts_from_nodefile(path: str) -> List[str]:
     """Unique hosts of a PBS_NODEFILE / hostfile, in order."""
-    seen: List[str] = []
     with open(path) as fh:
-        for line in fh:
-            h = line.split("#", 1)[0].strip().split(":")[0].split()[0] if line.split("#", 1)[0].strip() else ""
-            if h and h not in seen:
-                seen.append(h)
-    return seen
-
+        lines = [line.split("#", 1)[0].strip() for line in fh]
+    # "host", "host:slots" or "host slots=N": the first word before any colon
+    return list(dict.fromkeys(s.split(":")[0].split()[0] for s in lines if s))
 
 
 from contprobe.launchers import hydra, openmpi, pals, srun  # noqa: E402,F401  (registers them)

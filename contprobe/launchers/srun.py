@@ -13,7 +13,7 @@ class Srun(Launcher):
     executables = ("srun",)
     # Upstream prints "slurm 22.05.8"; Debian/Ubuntu's slurm-wlm package prints "slurm-wlm 22.05.8".
     banner = re.compile(r"^slurm(-wlm)? \d", re.M)
-    pmi = "any"
+    # pmi: the default, "any"
 
     def argv(self, r: LaunchRequest) -> List[str]:
         argv = [self.executable, "-n", str(r.ranks)]

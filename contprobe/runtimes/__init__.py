@@ -41,14 +41,11 @@ class Runtime:
     name = ""                    # registry key and --runtime choice
     executables = ()             # names on PATH, first found wins
     version_re = re.compile(r"$^")
-    gpu_flag = "--nv"
+    gpu_flag = "--nv"            # what exec_argv adds for GPUs (podman: split into its arguments)
     var_prefix = ""              # APPTAINER / SINGULARITY: <prefix>ENV_NAME, <prefix>_CACHEDIR ...
+    # cachedir_var, tmpdir_var: properties below, from var_prefix; a runtime without one sets plain strings
     remote_schemes = ()          # registry references it converts itself (docker://, oras://)
     builds_recipes = True        # builds Apptainer definition files (build-check); podman, ch-run do not
-
-    @property
-    def flavour(self) -> str:
-        return self.name
 
     @property
     def env_prefix(self) -> str:
@@ -116,9 +113,6 @@ class Runtime:
         if tmpdir:
             out[self.tmpdir_var] = tmpdir
         return out
-
-    def default_cache(self, home: str) -> str:
-        return f"{home}/.{self.name}/cache"
 
     def is_remote(self, ref: str) -> bool:
         return any(ref.startswith(f"{s}://") for s in self.remote_schemes)

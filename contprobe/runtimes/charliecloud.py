@@ -45,7 +45,8 @@ class Charliecloud(Runtime):
     version_re = re.compile(r"^(\d+\.\d+(?:\.\d+)?\S*)$", re.M)
     gpu_flag = "ch-fromhost --nvidia IMAGE"     # a one-time change of a directory image, not a flag
     var_prefix = ""                             # no variables of its own for values
-
+    cachedir_var = "CH_IMAGE_STORAGE"
+    tmpdir_var = "TMPDIR"
     builds_recipes = False
 
     @classmethod
@@ -53,23 +54,12 @@ class Charliecloud(Runtime):
         # ch-run exits at once when $USER is unset, --version included: it says nothing then
         return {**os.environ, "USER": _user()}
 
-    @property
-    def cachedir_var(self) -> str:
-        return "CH_IMAGE_STORAGE"
-
-    @property
-    def tmpdir_var(self) -> str:
-        return "TMPDIR"
-
     def variables_note(self) -> str:
         return ("variables: inherited from the host (--set-env/--unset-env), "
                 f"{self.cachedir_var} (default /var/tmp/$USER.ch), USER")
 
     def env_hint(self, name: str) -> str:
         return f"export {name}=... before ch-run (it passes the host environment)"
-
-    def default_cache(self, home: str) -> str:
-        return f"/var/tmp/{_user()}.ch"
 
     def exec_argv(self, spec: ExecSpec) -> Tuple[List[str], Dict[str, str]]:
         argv = [self.executable]
@@ -94,9 +84,8 @@ class Charliecloud(Runtime):
             if not os.path.isdir(os.path.join(path, "usr")) and not os.path.isdir(os.path.join(path, "bin")):
                 raise images.ImageError(f"{ref}: directory is not an image (no usr/ or bin/)")
             return local.LocalImage(ref, path, "directory")
-        with open(path, "rb") as fh:
-            if images.SQUASHFS_MAGIC in fh.read(4):
-                return local.LocalImage(ref, path, "squashfs", digest_of=path)
+        if local.is_squashfs(path):
+            return local.LocalImage(ref, path, "squashfs", digest_of=path)
         offset, size = local.sif_rootfs(path)
         os.makedirs(cache_dir, exist_ok=True)
         target = os.path.join(cache_dir, f"{local.stem(path)}-{local.cache_key(path)}.sqfs")

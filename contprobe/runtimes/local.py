@@ -58,6 +58,12 @@ def sif_rootfs(path: str) -> Tuple[int, int]:
                             "need `apptainer build --sandbox` first)")
 
 
+def is_squashfs(path: str) -> bool:
+    """A bare squashfs file (not a SIF, which holds one at an offset)."""
+    with open(path, "rb") as fh:
+        return images.SQUASHFS_MAGIC in fh.read(4)
+
+
 def cache_key(path: str) -> str:
     """Short key of a local image as it is now (path, size, mtime): a changed image converts again."""
     st = os.stat(path)
@@ -85,17 +91,21 @@ def copy_range(src: str, offset: int, size: int, target: str) -> None:
     os.replace(partial, target)
 
 
-def failed(ref: str, log: str, timed_out: bool = False) -> images.ConversionFailed:
-    """A conversion's failure named from the catalog (stage pull), like a registry conversion's."""
+def convert(ref: str, steps: Sequence[List[str]], timeout: float) -> None:
+    """Run one conversion `pipeline`; its failure is named from the catalog (stage pull), like a
+    registry conversion's."""
+    rc, log, timed_out = pipeline(steps, timeout)
+    if rc == 0:
+        return
     from contprobe.inimage import catalog
     gotcha = catalog.match(log, "pull")
     if timed_out and gotcha == catalog.UNKNOWN:
         gotcha = "pull-stalled"
     tail = " ".join(log.strip().splitlines()[-1:])
-    return images.ConversionFailed(f"could not convert {ref}: {tail}", gotcha, log)
+    raise images.ConversionFailed(f"could not convert {ref}: {tail}", gotcha, log)
 
 
-def pipeline(steps: Sequence[List[str]], timeout: float, env: Optional[dict] = None) -> Tuple[int, str, bool]:
+def pipeline(steps: Sequence[List[str]], timeout: float) -> Tuple[int, str, bool]:
     """Run argv lists joined by pipes (no shell) in one new process group; (first failing rc, what they
     all wrote, timed out). At the timeout the whole group is killed: a stalled import is no hang."""
     import signal
@@ -108,7 +118,7 @@ def pipeline(steps: Sequence[List[str]], timeout: float, env: Optional[dict] = N
             group = procs[0].pid if procs else 0
             try:
                 p = subprocess.Popen(argv, stdin=prev if prev is not None else subprocess.DEVNULL,
-                                     stdout=log if last else subprocess.PIPE, stderr=log, env=env,
+                                     stdout=log if last else subprocess.PIPE, stderr=log,
                                      preexec_fn=lambda g=group: os.setpgid(0, g))
             except OSError as exc:
                 for q in procs:
@@ -127,8 +137,6 @@ def pipeline(steps: Sequence[List[str]], timeout: float, env: Optional[dict] = N
                 timed_out = True
                 os.killpg(procs[0].pid, signal.SIGKILL)
                 p.wait()
-        for p in procs:
-            p.wait()
         log.seek(0)
         text = log.read()[-(1 << 20):].decode("utf-8", "replace")
     rc = next((p.returncode for p in procs if p.returncode), 0)

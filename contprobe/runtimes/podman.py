@@ -45,19 +45,12 @@ class Podman(Runtime):
     name = "podman"
     executables = ("podman",)
     version_re = re.compile(r"podman(?:-hpc)? version\s+(\S+)", re.I)
-    gpu_args: Tuple[str, ...] = ("--device", "nvidia.com/gpu=all")
     gpu_flag = "--device nvidia.com/gpu=all"
     var_prefix = ""
+    cachedir_var = "CONTAINERS_STORAGE_CONF"
+    tmpdir_var = "TMPDIR"
     remote_schemes = ("docker",)
     builds_recipes = False
-
-    @property
-    def cachedir_var(self) -> str:
-        return "CONTAINERS_STORAGE_CONF"
-
-    @property
-    def tmpdir_var(self) -> str:
-        return "TMPDIR"
 
     def variables_note(self) -> str:
         return ("variables: --env NAME (value from podman's environment), graphroot in "
@@ -65,9 +58,6 @@ class Podman(Runtime):
 
     def env_hint(self, name: str) -> str:
         return f"{self.name} run --env {name}"
-
-    def default_cache(self, home: str) -> str:
-        return f"{home}/.local/share/containers/storage"
 
     def is_remote(self, ref: str) -> bool:
         """Anything that is not a local path is an image name for podman's storage or a registry."""
@@ -78,7 +68,7 @@ class Podman(Runtime):
         # label=disable: on SELinux hosts a bind is otherwise unreadable, and :z would relabel host files.
         argv = [self.executable, "run", "--rm", "--pull=never", "--security-opt=label=disable"]
         if spec.gpus:
-            argv += list(self.gpu_args)
+            argv += self.gpu_flag.split()
         if not spec.launched:
             # In its own PID namespace the probe suite would be PID 1, which ignores SIGTERM: a launch
             # ended at its timeout would leave its container running (seen on the CI machine). podman's
@@ -115,9 +105,7 @@ class Podman(Runtime):
         else:
             name = ref[len("docker://"):] if ref.startswith("docker://") else ref
             if self._podman(["image", "exists", name])[0] != 0:
-                rc, log, timed_out = local.pipeline([[self.executable, "pull", "-q", ref]], timeout)
-                if rc != 0:
-                    raise local.failed(ref, log, timed_out)
+                local.convert(ref, [[self.executable, "pull", "-q", ref]], timeout)
         return local.LocalImage(ref, name, "oci", digest_value=self._digest(name))
 
     def _import(self, ref: str, cache_dir: str, timeout: float) -> str:
@@ -132,10 +120,9 @@ class Podman(Runtime):
         import_ = [self.executable, "import", "-q", "-", name]
         if os.path.isdir(path):
             # the directory's owners travel as they are: an image's uids need the user's subuid range
-            steps = [["tar", "-C", path, "--numeric-owner", "-cf", "-", "."], import_]
-            rc, log, timed_out = local.pipeline(steps, timeout)
+            local.convert(ref, [["tar", "-C", path, "--numeric-owner", "-cf", "-", "."], import_], timeout)
         else:
-            offset = local.sif_rootfs(path)[0] if images.SQUASHFS_MAGIC not in _head(path) else 0
+            offset = 0 if local.is_squashfs(path) else local.sif_rootfs(path)[0]
             if not shutil.which("unsquashfs"):
                 raise images.ImageError(f"{ref}: podman imports a SIF with unsquashfs (squashfs-tools), "
                                         "which is not on PATH")
@@ -144,16 +131,12 @@ class Podman(Runtime):
             shutil.rmtree(tree, ignore_errors=True)
             try:
                 # unsquashfs as a user cannot keep the owners: everything becomes root's in the image
-                steps = [["unsquashfs", "-no-xattrs", "-no-progress", "-quiet", "-o", str(offset), "-d", tree, path]]
-                rc, log, timed_out = local.pipeline(steps, timeout)
-                if rc == 0:
-                    steps = [["tar", "-C", tree, "--owner=0", "--group=0", "--numeric-owner", "-cf", "-", "."],
-                             import_]
-                    rc, log, timed_out = local.pipeline(steps, timeout)
+                local.convert(ref, [["unsquashfs", "-no-xattrs", "-no-progress", "-quiet", "-o", str(offset),
+                                     "-d", tree, path]], timeout)
+                local.convert(ref, [["tar", "-C", tree, "--owner=0", "--group=0", "--numeric-owner", "-cf", "-", "."],
+                                    import_], timeout)
             finally:
                 _rmtree_writable(tree)
-        if rc != 0:
-            raise local.failed(ref, log, timed_out)
         return name
 
     # ---- host checks --------------------------------------------------------------------------
@@ -161,15 +144,8 @@ class Podman(Runtime):
         return [("host.podman", lambda: check_rootless(os.environ))]
 
 
-def _head(path: str) -> bytes:
-    with open(path, "rb") as fh:
-        return fh.read(4)
-
-
 def _rmtree_writable(tree: str) -> None:
     """unsquashfs keeps the image's modes: read-only directories must be opened up to be removed."""
-    if not os.path.isdir(tree):
-        return
     for root, dirs, _ in os.walk(tree):
         for d in dirs:
             p = os.path.join(root, d)
@@ -231,5 +207,4 @@ class PodmanHPC(Podman):
     """NERSC's podman-hpc: podman with site modules (--gpu, --mpi) and squashed images (`migrate`)."""
     name = "podman-hpc"
     executables = ("podman-hpc",)
-    gpu_args = ("--gpu",)
     gpu_flag = "--gpu"

@@ -27,7 +27,6 @@ class Allocation:
 
 class Scheduler:
     name = "none"
-    submit_command = ()
 
     def allocation(self, env: Mapping[str, str]) -> Optional[Allocation]:
         return None
@@ -46,12 +45,6 @@ def register(cls: Type[Scheduler]) -> Type[Scheduler]:
 
 def names() -> List[str]:
     return sorted(REGISTRY)
-
-
-def get(name: str) -> Scheduler:
-    if name not in REGISTRY:
-        raise SchedulerError(f"unknown scheduler {name!r} (known: {', '.join(names())})")
-    return REGISTRY[name]()
 
 
 def current(env: Optional[Mapping[str, str]] = None, preferred: str = "auto") -> Optional[Allocation]:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from typing import List, Mapping, Optional
 
@@ -65,9 +64,7 @@ def tasks_per_node(text: str) -> Optional[int]:
 
 
 def walltime_left(job: str) -> Optional[float]:
-    if not shutil.which("squeue"):
-        return None
-    try:
+    try:   # no squeue on PATH is an OSError too
         out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%L"], stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):

@@ -90,6 +90,7 @@ class LaunchResult:
     ended_early: str = ""          # why the launch was ended before it exited by itself
     interrupted: int = 0           # the signal that stopped contprobe, if any
     killed: List[str] = field(default_factory=list)   # leftover processes killed at the end
+    ranks_left: int = 0            # rank processes (seen on this host) still alive when contprobe ended it
 
 
 class Interrupted(Exception):
@@ -123,6 +124,12 @@ def _cmdline(pid: int) -> bytes:
             return fh.read()
     except OSError:
         return b""
+
+
+def is_rank(cmd: bytes) -> bool:
+    """A rank's own Python process (not the runtime process whose argv names the same script)."""
+    argv0 = cmd.split(b"\0")[0]
+    return RANK_CMD in cmd and b"python" in cmd and b"apptainer" not in argv0 and b"singularity" not in argv0
 
 
 def launch_processes(root: int, sessions: Set[int]) -> List[Tuple[int, bytes]]:
@@ -182,9 +189,10 @@ ALL_WROTE = "every rank wrote its results but the launch did not exit"
 
 def execute(argv: List[str], log_path: str, timeout: float, env: Optional[Mapping[str, str]] = None,
             results_dir: Optional[str] = None, expected: int = 1, grace_s: float = 30.0,
-            cwd: Optional[str] = None) -> LaunchResult:
+            cwd: Optional[str] = None, container_died: Optional["re.Pattern[str]"] = None) -> LaunchResult:
     """Run one launch in its own session; end it at timeout, or grace_s after a rank died or after
-    one finished while others did not (a hung collective waits forever otherwise)."""
+    one finished while others did not (a hung collective waits forever otherwise). container_died: the
+    runtime's own line for a container that could not start or died (its peers would wait)."""
     t0 = time.monotonic()
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     full_env = {**os.environ, **(env or {})}
@@ -207,7 +215,7 @@ def execute(argv: List[str], log_path: str, timeout: float, env: Optional[Mappin
             got.append(signum)
             raise Interrupted(signum)
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-        timed_out, early, rc = False, "", None
+        timed_out, early, rc, ranks_left = False, "", None, 0
         sessions: Set[int] = {p.pid}
         grace_from: Optional[float] = None
         by_grace = False               # contprobe ended it; a launch that exits inside the grace did not
@@ -226,8 +234,7 @@ def execute(argv: List[str], log_path: str, timeout: float, env: Optional[Mappin
                     break
                 procs = launch_processes(p.pid, sessions)   # also learns the sessions ranks start
                 if results_dir and grace_from is None:
-                    alive = sum(1 for _, c in procs if RANK_CMD in c and b"python" in c
-                                and b"apptainer" not in c.split(b"\0")[0] and b"singularity" not in c.split(b"\0")[0])
+                    alive = sum(1 for _, c in procs if is_rank(c))
                     peak = max(peak, alive)
                     finished = _count_files(results_dir, _JUNIT)
                     if peak - alive > finished:
@@ -241,7 +248,7 @@ def execute(argv: List[str], log_path: str, timeout: float, env: Optional[Mappin
                 if grace_from is None:
                     # A rank whose node failed, or that never started (no image there, no slurmd or
                     # sshd), shows only in the launcher's output; its peers would wait in MPI_Init.
-                    line = nodelog.ended_line(seen.new_lines())
+                    line = nodelog.ended_line(seen.new_lines(), container_died)
                     if line:
                         grace_from, early = now, f"the launcher reported: {line[:300]}"
                 if grace_from is not None and now - grace_from >= grace_s:
@@ -259,6 +266,8 @@ def execute(argv: List[str], log_path: str, timeout: float, env: Optional[Mappin
             for s, h in old.items():
                 signal.signal(s, h)
             log.flush()
+            if rc is None:
+                ranks_left = sum(1 for _, c in launch_processes(p.pid, sessions) if is_rank(c))
             killed = kill_launch(p.pid, sessions)
             try:
                 rc = p.wait(timeout=10) if rc is None else rc
@@ -271,7 +280,7 @@ def execute(argv: List[str], log_path: str, timeout: float, env: Optional[Mappin
     redact_log(log_path)
     text = _tail(log_path)
     return LaunchResult(rc if rc is not None else 137, text, time.monotonic() - t0, timed_out,
-                        early if (by_grace and not got) else "", got[0] if got else 0, killed)
+                        early if (by_grace and not got) else "", got[0] if got else 0, killed, ranks_left)
 
 
 class _LogWatch:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -126,7 +127,13 @@ def test_hydra_hostfile_8_ranks_on_4_nodes(slurm_cluster):
     probes = [r["probe"] for r in doc["results"]]
     if "launch.exit" in probes:
         ended = _result(doc, "launch.exit")
-        assert ended["outcome"] == "warning" and ended["gotcha"] == "mpi-finalize-hang", ended
+        assert ended["outcome"] == "warning", ended
+        # named from what was left on this host: rank processes, a FUSE driver, or (held on another
+        # node, out of sight) nothing we may name
+        left = int(re.search(r"rank processes left on this host: (\d+)", ended["message"]).group(1))
+        expect = "mpi-finalize-hang" if left else \
+            "fuse-driver-lingers" if "squashfuse_ll" in ended["message"] else "unknown"
+        assert ended["gotcha"] == expect, ended
 
 
 def test_srun_1_rank_per_node_world_and_allreduce(slurm_cluster):

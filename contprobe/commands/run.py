@@ -240,6 +240,25 @@ def lost_ranks(results_dir: str, expected: int, res: LaunchResult, hosts: Sequen
     return lost, list(faults.values())
 
 
+# Image drivers Apptainer runs under FUSE (non-setuid mode): one that outlives its container keeps
+# the launcher's output pipe open, so the launcher waits for it.
+FUSE_DRIVERS = ("squashfuse_ll", "squashfuse", "fuse-overlayfs", "fuse2fs", "gocryptfs")
+
+
+def lingered(res: LaunchResult, grace_s: float) -> Case:
+    """Every rank wrote its results, yet the launch went on: named only from what was still running."""
+    if res.ranks_left:
+        gotcha = "mpi-finalize-hang"       # the ranks' own processes never exited
+    elif any(name in FUSE_DRIVERS for name in res.killed):
+        gotcha = "fuse-driver-lingers"     # the ranks left; their image's FUSE driver did not
+    else:
+        gotcha = catalog.UNKNOWN          # what holds it is on another node, or not one we know
+    left = ", ".join(res.killed) or "nothing on this host"
+    return Case("launch.exit", "warning", res.duration_s, f"ended {grace_s:g} s after {ALL_WROTE}; "
+                f"rank processes left on this host: {res.ranks_left}; still running: {left}",
+                gotcha, catalog.get(gotcha).fix_line)
+
+
 def node_cases(faults: Sequence[nodelog.NodeFault]) -> List[Case]:
     """One failed host-side row per node the launcher blamed: the report names the host to drain."""
     return [Case(f"launch.node[{f.host}]", "failed", 0.0, f"drain {f.host}: {f.evidence}", f.gotcha,
@@ -278,14 +297,13 @@ def run(req: RunRequest) -> int:
     rec.argv, rec.command = argv, run_argv_quoted(argv, env)
     rec.image_kind, rec.runtime, rec.launcher = plan.image.kind, f"{plan.rt.name} {plan.rt.version}", plan.launcher_name
     res = execute(argv, os.path.join(out, "launch.log"), req.timeout, env=env, results_dir=plan.results_dir,
-                  expected=plan.ranks, grace_s=plan.grace_s)
+                  expected=plan.ranks, grace_s=plan.grace_s, container_died=plan.rt.died_line)
     rec.exit_code, rec.timed_out = res.returncode, res.timed_out
     rec.hosts = (planned_hosts(req) if plan.launcher is not None else []) or rec.hosts
     rec.lost, faults = lost_ranks(plan.results_dir, plan.ranks, res, rec.hosts, plan.image.path)
     rec.host_cases += node_cases(faults)
     if res.ended_early == ALL_WROTE and not rec.lost:
-        rec.host_cases.append(Case("launch.exit", "warning", res.duration_s, f"ended {plan.grace_s:g} s after "
-                                   f"{ALL_WROTE}", "mpi-finalize-hang", catalog.get("mpi-finalize-hang").fix_line))
+        rec.host_cases.append(lingered(res, plan.grace_s))
     if len(rec.lost) == plan.ranks and not os.listdir(plan.results_dir):
         gotcha = catalog.match(res.log, "launch")
         rec.host_cases.append(Case("launch.container", "error", res.duration_s, f"no results: {last_lines(res.log)}",

@@ -80,10 +80,11 @@ def node_faults(log: str, image_missing: bool = False) -> List[NodeFault]:
     return list(found.values())
 
 
-def ended_line(text: str) -> Optional[str]:
+def ended_line(text: str, container_died: Optional["re.Pattern[str]"] = None) -> Optional[str]:
     """The first line in new launch output saying a task or node ended: a rank that never started
-    shows nowhere else, and its peers would wait in MPI_Init until --timeout."""
-    for pat in (TASK_END, NODE_DOWN, *LAUNCH_FAILED, RANK_ABORT):
+    shows nowhere else, and its peers would wait in MPI_Init until --timeout. container_died is the
+    runtime's own wording for a container that could not start (see Runtime.died_line)."""
+    for pat in (TASK_END, NODE_DOWN, *LAUNCH_FAILED, RANK_ABORT, *([container_died] if container_died else [])):
         m = pat.search(text)
         if m:
             start = text.rfind("\n", 0, m.start()) + 1

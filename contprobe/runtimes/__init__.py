@@ -46,6 +46,9 @@ class Runtime:
     # cachedir_var, tmpdir_var: properties below, from var_prefix; a runtime without one sets plain strings
     remote_schemes = ()          # registry references it converts itself (docker://, oras://)
     builds_recipes = True        # builds Apptainer definition files (build-check); podman, ch-run do not
+    # The runtime's own line for a container that could not start or died: it starts the launch's
+    # grace period (its peers would wait in MPI until --timeout). None: the runtime has no such line.
+    died_line: "Optional[re.Pattern[str]]" = None
 
     @property
     def env_prefix(self) -> str:

@@ -13,3 +13,6 @@ class Apptainer(Runtime):
     version_re = re.compile(r"apptainer version\s+(\S+)", re.I)
     var_prefix = "APPTAINER"
     remote_schemes = ("docker", "oras", "library", "shub", "docker-archive", "docker-daemon")
+    # sylog.Fatalf ("FATAL:   ...", then exit 255): e.g. 'FATAL:   "python3": executable file not
+    # found in $PATH' when the image's FUSE mount went away under a starting rank.
+    died_line = re.compile(r"^FATAL: +\S[^\n]*$", re.M)

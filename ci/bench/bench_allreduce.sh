@@ -10,7 +10,7 @@
 #   IMB    mpiexec -n NP IMB-MPI1 Allreduce -npmin NP -msglog 3:<log2 max> -msglen <SIZES file>
 #              -iter 1000,256 -time 2                       (t_avg over ranks, MPI_FLOAT sum)
 #   probe  mpiexec -n NP <venv>/bin/python -m pytest -p no:cacheprovider contprobe/inimage/probes
-#              -m "allreduce or mpi" -k "(allreduce and mpi4py) or test_library"
+#              -m "allreduce or mpi" -k "(allreduce and mpi4py and not gpu) or test_library"
 #              --allreduce-sizes SIZES --results-dir DIR
 #          metric.time_us of allreduce.mpi4py[<bytes>] from each rank's JUnit (the probe already takes
 #          the max over ranks, so the ranks agree); mpi.library rides along only so that the suite
@@ -77,7 +77,7 @@ for r in $(seq 1 "$REPEAT"); do
     # cwd: the results dir, so that no rootdir/ini file of the caller's cwd is picked up
     (cd "$OUT/probe-$r" && LD_LIBRARY_PATH="$PY_LD" PYTHONPATH="$REPO" timeout 600 "$MPIEXEC" -n "$NP" \
         "$PY" -m pytest -p no:cacheprovider "$REPO/contprobe/inimage/probes" -q --color=no \
-        -m "allreduce or mpi" -k "(allreduce and mpi4py) or test_library" \
+        -m "allreduce or mpi" -k "(allreduce and mpi4py and not gpu) or test_library" \
         --allreduce-sizes "$LENS" --results-dir "$OUT/probe-$r") >"$OUT/probe-$r.txt" 2>&1 \
         || { cat "$OUT/probe-$r.txt" >&2; die "the probe run failed"; }
     if [[ $LOOP == 1 ]]; then

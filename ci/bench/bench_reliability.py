@@ -2,6 +2,8 @@
 """Reliability figures for README: how fast a fault ends, and what hostile inputs cost `report`.
 
     python ci/bench/bench_reliability.py [--runs 3] [--grace 30] [--skip-mpich] [--keep]
+                                         [--entries 10000] [--text-mb 200]
+    (CI's quick mode: --runs 1 --grace 5 --entries 500 --text-mb 5)
 
 Run as root after `bash ci/setup.sh` (images in /var/tmp/contprobe-images, user cpuser):
   a. rank death -> run end: `contprobe run mpich.sif --ranks 2` with UCX_POSIX_USE_PROC_LINK=n and
@@ -11,10 +13,10 @@ Run as root after `bash ci/setup.sh` (images in /var/tmp/contprobe-images, user 
   b. `contprobe report` wall time and peak RSS (ru_maxrss of the child and its workers) on
      1. the results tree a run of hostile.sif leaves (FIFO, /dev/zero and '.' links, forged
         launch, escapes, a 200 MB failure text, ...);
-     2. a synthetic hostile tree of 10,000 entries: 2,000 valid rank files and, for the rest, FIFOs,
+     2. a synthetic hostile tree of --entries entries (10,000): 2,000 valid rank files and, for the rest, FIFOs,
         links to /dev/zero, to '.' and to /etc, truncated and deeply nested XML, billion-laughs
         entities, garbage journals claiming a world size of 99999999999, forged launch records, and
-        one 200 MB failure text.
+        one --text-mb failure text (200 MB).
 Figures are printed as a table plus one JSON line; nothing is asserted (targets live in README).
 """
 from __future__ import annotations
@@ -98,7 +100,7 @@ def hostile_run_tree() -> str:
     return f"{out}/run"
 
 
-def synthetic_tree(d: Path, entries: int = 10000) -> Path:
+def synthetic_tree(d: Path, entries: int = 10000, text_mb: int = 200) -> Path:
     launch = d / "launch"
     ranks = launch / "ranks"
     ranks.mkdir(parents=True)
@@ -134,10 +136,10 @@ def synthetic_tree(d: Path, entries: int = 10000) -> Path:
             f = ranks / f"9999-12-{i % 28 + 1:02d}-{i}"
             f.mkdir()
             (f / "launch.json").write_text('{"image": "/images/victim.sif", "expected_ranks": 1}')
-    with open(ranks / "junit-r01999-huge.xml", "w") as fh:      # 200 MB of failure text
+    with open(ranks / "junit-r01999-huge.xml", "w") as fh:      # text_mb MB of failure text
         fh.write('<testsuite><testcase classname="h" name="huge"><failure message="x">')
         chunk = "Segmentation fault (core dumped) " * 32000
-        for _ in range(200):
+        for _ in range(text_mb):
             fh.write(chunk)
         fh.write("</failure></testcase></testsuite>")
     return launch
@@ -157,6 +159,8 @@ def main() -> int:
     ap.add_argument("--grace", type=float, default=30.0)
     ap.add_argument("--skip-mpich", action="store_true")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--entries", type=int, default=10000, help="entries of the synthetic hostile tree")
+    ap.add_argument("--text-mb", type=int, default=200, help="size of its one huge failure text")
     a = ap.parse_args()
     load = os.getloadavg()
     res = {"load_before": [round(x, 2) for x in load]}
@@ -167,10 +171,10 @@ def main() -> int:
     hostile = hostile_run_tree()
     tmp = Path(tempfile.mkdtemp(prefix="contprobe-bench-synth-", dir="/tmp"))
     try:
-        synth = synthetic_tree(tmp)
+        synth = synthetic_tree(tmp, a.entries, a.text_mb)
         chown_tree(str(tmp))
         res["report"] = [report_cost(hostile, "hostile.sif results"),
-                         report_cost(str(synth), "synthetic 10k-entry hostile tree + 200 MB text")]
+                         report_cost(str(synth), f"synthetic {a.entries}-entry hostile tree + {a.text_mb} MB text")]
     finally:
         if not a.keep:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -21,7 +21,8 @@
 # Environment: IMG (default $CONTPROBE_IMAGES/base.sif), N (5), CONTPROBE_USER (cpuser),
 # PY (a Python with contprobe's deps usable by that user; default /opt/contprobe/venv/bin/python,
 # else /tmp/devu/bin/python), WORK (scratch dir, default /tmp/contprobe-bench-run), PROFILE (0/1),
-# RANKS (1), MARK (a pytest -m expression selecting the probes; default: all), RUN_EXTRA (more options).
+# RANKS (1), MARK (a pytest -m expression selecting the probes; default: all), RUN_EXTRA (more options),
+# BARE_TIMEOUT (600 s: the bare launch is ended and the benchmark stops).
 set -euo pipefail
 umask 022
 
@@ -94,7 +95,15 @@ mapfile -t PROBE_ENV < <("$PY" -c 'import json,shlex,sys; d=json.load(open(sys.a
 w=shlex.split(d["command"]); sys.stdout.write("".join(x + "\n" for x in w[:len(w)-len(d["argv"])]))' \
     "$WORK/warm/launch.json")
 RANKS_DIR="$WORK/warm/ranks"
-bare_probes() { rm -rf "${RANKS_DIR:?}"/*; tolerate_fail as_user env "${PROBE_ENV[@]}" "${PROBE_ARGV[@]}"; }
+# The bare launch has no grace period: one whose squashfuse_ll outlives its container (the
+# fuse-driver-lingers gotcha, ~1 in 5 multi-rank Hydra launches here) would wait forever.
+bare_probes() {
+    local rc=0
+    rm -rf "${RANKS_DIR:?}"/*
+    as_user timeout -k 5 "${BARE_TIMEOUT:-600}" env "${PROBE_ENV[@]}" "${PROBE_ARGV[@]}" || rc=$?
+    [[ $rc -ne 124 && $rc -ne 137 ]] || die "the bare launch did not exit in ${BARE_TIMEOUT:-600} s (fuse-driver-lingers?)"
+    [[ $rc -le 1 ]]
+}
 as_user apptainer exec "$IMG" python3 -c pass 2>/dev/null || die "apptainer exec $IMG failed as $RUSER"
 
 floor=(); probes=(); runs=()

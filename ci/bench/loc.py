@@ -15,6 +15,7 @@ rewrote counts for main, so the issue-8 share is an upper bound.
 """
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -25,8 +26,11 @@ MOVED_TO_INIMAGE = {"bootstrap.py", "catalog.py", "context.py", "diagnose.py", "
                     "plugin.py", "redact.py"}
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 def git(*args: str) -> str:
-    return subprocess.run(["git", *args], check=True, capture_output=True, text=True).stdout
+    return subprocess.run(["git", "-C", ROOT, *args], check=True, capture_output=True, text=True).stdout
 
 
 def side(path: str) -> str:

@@ -2,7 +2,7 @@
 profile (`contprobe sites NAME`), never from a copy of its own: issue 8 found the script and
 polaris.toml disagreeing on a module version.
 
-The script runs for real under bash; `contprobe nightly` at its end is replaced by a recorder (the
+The profile's job set-up comes from `contprobe sites NAME --shell`. The script runs for real under bash; `contprobe nightly` at its end is replaced by a recorder (the
 nightly itself is tested end to end in test_nightly_e2e.py), and `module` is a shell function that
 records its arguments, as Lmod's is a shell function.
 """
@@ -64,7 +64,7 @@ def test_operator_settings_win_over_the_profile(tmp_path):
     proc, rec, modules = job(tmp_path, "polaris", HTTP_PROXY="http://127.0.0.1:9", IMAGE_DIR=str(tmp_path),
                              CONTPROBE_SETUP="module load my-apptainer")
     assert proc.returncode == 0, proc.stdout
-    assert modules == ["load my-apptainer"]
+    assert modules[-1] == "load my-apptainer"                       # after the profile's own lines
     assert rec["env"]["HTTP_PROXY"] == "http://127.0.0.1:9" and rec["env"]["IMAGE_DIR"] == str(tmp_path)
 
 
@@ -79,3 +79,13 @@ def test_unknown_site_is_refused_before_anything_runs(tmp_path, site):
     proc, rec, modules = job(tmp_path, site)
     assert proc.returncode == 2 and rec is None and modules == []
     assert "no usable site profile" in proc.stdout
+
+
+def test_sites_shell_needs_a_name_and_keeps_podman_storage_alone():
+    bare = subprocess.run([sys.executable, "-m", "contprobe", "sites", "--shell"], capture_output=True, text=True,
+                          env=clean_env(PYTHONPATH=str(ROOT)))
+    assert bare.returncode == 2 and "--shell needs a site NAME" in bare.stderr
+    # podman's cache variable names a storage.conf file, not a directory: nothing to set on scratch
+    pm = subprocess.run([sys.executable, "-m", "contprobe", "sites", "perlmutter", "--shell"], capture_output=True,
+                        text=True, env=clean_env(PYTHONPATH=str(ROOT)))
+    assert pm.returncode == 0 and "CONTAINERS_STORAGE_CONF" not in pm.stdout

@@ -16,7 +16,7 @@ from contprobe.inimage import catalog
 from contprobe.inimage.redact import is_secret_name
 from contprobe.launch import Plan, execute
 from contprobe.model import Case, Rerun
-from contprobe.reports.collect import read_rank_file
+from contprobe.reports.collect import RANK_FILE, read_rank_file
 from contprobe.suite import run_argv_quoted
 
 
@@ -73,7 +73,8 @@ def run_reruns(plan: Plan, todo: List[Hypothesis], out_dir: str, timeout: float)
         res = execute(argv, os.path.join(rdir, "launch.log"), timeout, env=env, results_dir=ranks, expected=1,
                       grace_s=plan.grace_s)
         outcomes: Dict[str, str] = {}
-        for name in sorted(os.listdir(ranks)):
+        # only rank files, as the launch itself reads them: anything else there was written by the image
+        for name in sorted(n for n in os.listdir(ranks) if RANK_FILE.match(n)):
             _, kind, rank = read_rank_file(os.path.join(ranks, name), explicit=False)
             if kind == "ok":
                 outcomes.update({c.probe: c.outcome for c in rank.cases})

@@ -67,6 +67,8 @@ def test_hosts_from_nodefile(tmp_path):
     f = tmp_path / "nodes"
     f.write_text("x3001c0s1b0n0.hsn\nx3001c0s1b0n0.hsn\nx3002c0s7b1n0.hsn\n\n")
     assert L.hosts_from_nodefile(str(f)) == ["x3001c0s1b0n0.hsn", "x3002c0s7b1n0.hsn"]
+    f.write_text(":4\nn01:2\n  # a comment\nn02 slots=2\n")     # a line naming no host is no host
+    assert L.hosts_from_nodefile(str(f)) == ["n01", "n02"]
 
 
 @pytest.mark.parametrize("name,text,version", [

@@ -437,3 +437,14 @@ def test_cache_check_warns_on_advice_and_fails_only_when_space_is_short(tmp_path
     short = storage.check_cache_dirs(opts, env={})
     assert (short.outcome, short.gotcha) == ("failed", "cache-in-home") and "GB free" in short.message
     assert storage.check_cache_dirs(HostOptions(), env={}).outcome == "passed"      # no pull, no advice
+
+
+@pytest.mark.parametrize("runtime", ["   ", "apptainer", "apptainer 1.4.5 extra words"])
+def test_a_launch_record_runtime_of_any_shape_renders(real, tmp_path, runtime):
+    """A record copied from elsewhere may hold any string: a blank runtime crashed the table."""
+    out = tmp_path / "run"
+    launch(lambda r, h: real["ok"], out / "ranks", ranks=1, hosts=1)
+    (out / "launch.json").write_text(json.dumps({"image": "/x/img.sif", "expected_ranks": 1, "runtime": runtime}))
+    res = report(out)
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    assert ("runtime=apptainer" in res.stdout) == bool(runtime.strip())

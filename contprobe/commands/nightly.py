@@ -12,6 +12,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -108,6 +109,7 @@ def run(req: NightlyRequest) -> int:
     jobs = req.jobs or max(1, len(hosts) // per if hosts else 1)
     slices = [hosts[i * per:(i + 1) * per] for i in range(jobs)]
     state = {"done": 0, "failed": 0, "running": 0}
+    counting = threading.Lock()     # the pool's threads update one progress line
     t0 = time.monotonic()
     sys.stderr.write(f"[nightly] {len(imgs)} image(s), {jobs} at a time, {len(hosts) or 1} host(s); results in {root}\n")
 
@@ -127,21 +129,23 @@ def run(req: NightlyRequest) -> int:
                 env["PBS_NODEFILE"] = hostfile
             elif alloc.scheduler == "slurm":
                 env["SLURM_JOB_NODELIST"] = ",".join(hs)
-        state["running"] += 1
+        with counting:
+            state["running"] += 1
         with open(os.path.join(root, f"{name}.log"), "w") as log:
             try:
                 rc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=env, timeout=req.timeout + 120).returncode
             except subprocess.TimeoutExpired:
                 rc = 124
-        state["running"] -= 1
-        state["done"] += 1
-        state["failed"] += rc != 0
-        elapsed = time.monotonic() - t0
-        left = elapsed / state["done"] * (len(imgs) - state["done"])
-        sys.stderr.write(f"[nightly] progress: {state['done']}/{len(imgs)} done, {state['running']} running, "
-                         f"{state['failed']} failed, {elapsed:.0f} s elapsed, ~{left:.0f} s left\n")
-        sys.stderr.flush()
+        with counting:
+            state["running"] -= 1
+            state["done"] += 1
+            state["failed"] += rc != 0
+            elapsed = time.monotonic() - t0
+            left = elapsed / state["done"] * (len(imgs) - state["done"])
+            sys.stderr.write(f"[nightly] progress: {state['done']}/{len(imgs)} done, {state['running']} running, "
+                             f"{state['failed']} failed, {elapsed:.0f} s elapsed, ~{left:.0f} s left\n")
+            sys.stderr.flush()
         return rc
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:

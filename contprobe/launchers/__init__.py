@@ -130,8 +130,9 @@ def hosts_from_nodefile(path: str) -> List[str]:
     """Unique hosts of a PBS_NODEFILE / hostfile, in order."""
     with open(path) as fh:
         lines = [line.split("#", 1)[0].strip() for line in fh]
-    # "host", "host:slots" or "host slots=N": the first word before any colon
-    return list(dict.fromkeys(s.split(":")[0].split()[0] for s in lines if s))
+    # "host", "host:slots" or "host slots=N": the first word before any colon (a line without one is no host)
+    names = (s.split(":")[0].split() for s in lines if s)
+    return list(dict.fromkeys(words[0] for words in names if words))
 
 
 from contprobe.launchers import hydra, openmpi, pals, srun  # noqa: E402,F401  (registers them)

@@ -131,9 +131,10 @@ def launch_context(ln) -> Dict[str, object]:
                 "image_kind": rec.image_kind, "image_digest": rec.image_digest, "launcher": rec.launcher,
                 "command": rec.command, "ranks_reported": str(len(ln.found)), "results_dir": ln.dir,
                 "duration_s": f"{rec.duration_s:.2f}"})
-    if rec.runtime:
-        ctx["runtime"] = rec.runtime.split()[0]
-        ctx["runtime_version"] = rec.runtime.split()[1] if len(rec.runtime.split()) > 1 else ""
+    words = rec.runtime.split()    # "apptainer 1.4.5"; a record from elsewhere may hold anything
+    if words:
+        ctx["runtime"] = words[0]
+        ctx["runtime_version"] = words[1] if len(words) > 1 else ""
     if rec.site:
         ctx["site"] = rec.site
     return ctx

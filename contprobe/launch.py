@@ -127,9 +127,10 @@ def _cmdline(pid: int) -> bytes:
 
 
 def is_rank(cmd: bytes) -> bool:
-    """A rank's own Python process (not the runtime process whose argv names the same script)."""
-    argv0 = cmd.split(b"\0")[0]
-    return RANK_CMD in cmd and b"python" in cmd and b"apptainer" not in argv0 and b"singularity" not in argv0
+    """A rank's own Python process: `PYTHON .../inimage/bootstrap.py ...`. The launcher and the
+    runtime name the same script further along their own argv (mpiexec counted as a rank once)."""
+    argv = cmd.split(b"\0")
+    return len(argv) > 1 and os.path.basename(argv[0]).startswith(b"python") and argv[1].endswith(RANK_CMD)
 
 
 def launch_processes(root: int, sessions: Set[int]) -> List[Tuple[int, bytes]]:

@@ -1,9 +1,11 @@
 """A launch that goes on after its ranks: named from what was really left, never guessed.
 
-Found on this machine: in about 1 of 5 two-rank Hydra launches of a SIF, both ranks exited, yet an
-orphaned squashfuse_ll (Apptainer's FUSE image driver, alone in the container's mount namespace)
-still held the output pipe Hydra's proxy was reading, so mpiexec never exited. contprobe called
-every such ending `mpi-finalize-hang`, although the harness never calls MPI_Finalize. And a rank
+Found on this machine: in 7 of 10 two-rank Hydra launches of a SIF on a loaded machine, both ranks
+wrote their results, yet an orphaned squashfuse_ll (Apptainer's FUSE image driver, alone in the
+container's mount namespace) still held the output pipes Hydra's proxy was reading, so mpiexec
+never exited. The harness left MPI with os._exit, so Hydra killed the other rank's container
+mid-exit; it now finalizes (bootstrap.leave_mpi). contprobe had called every such ending
+`mpi-finalize-hang`, and counted mpiexec itself as a rank process. And a rank
 whose container died at start ('FATAL:   "python3": executable file not found in $PATH') left its
 peer in MPI until --timeout, because only ranks that had started were watched.
 """
@@ -17,7 +19,7 @@ import pytest
 
 from contprobe.commands.run import lingered
 from contprobe.inimage import catalog
-from contprobe.launch import ALL_WROTE, LaunchResult, execute
+from contprobe.launch import ALL_WROTE, LaunchResult, execute, is_rank
 from contprobe.launchers import nodelog
 from contprobe.runtimes.apptainer import Apptainer
 from tests.containers import as_user, image, user_dir
@@ -68,7 +70,10 @@ def test_a_pipe_held_by_a_fuse_driver_is_ended_after_the_grace_and_named(tmp_pat
 def test_a_rank_process_still_alive_after_its_result_is_a_teardown_hang(tmp_path):
     results = tmp_path / "ranks"
     results.mkdir()
-    rank = f"{sys.executable} -c 'import time; time.sleep(600)' /x/inimage/bootstrap.py"
+    script = tmp_path / "inimage" / "bootstrap.py"       # a rank's process, as `ps` shows one
+    script.parent.mkdir()
+    script.write_text("import time\ntime.sleep(600)\n")
+    rank = f"{sys.executable} {script}"
     res = execute(["bash", "-c", f"{write_result(results)}; {rank}"], str(tmp_path / "launch.log"), 120,
                   results_dir=str(results), grace_s=1)
     assert res.ended_early == ALL_WROTE and res.ranks_left == 1
@@ -89,3 +94,16 @@ def test_a_rank_whose_container_dies_at_start_ends_the_launch_after_the_grace():
     took = time.monotonic() - t0
     assert res.ended_early.startswith("the launcher reported: FATAL:"), res.log[-2000:]
     assert "contprobe-no-such-program" in res.ended_early and took < 60, took
+
+
+@pytest.mark.parametrize("argv, rank", [
+    (["python3", "/.contprobe/contprobe/inimage/bootstrap.py", "--", "probes"], True),
+    (["/opt/conda/bin/python3.10", "/.contprobe/contprobe/inimage/bootstrap.py"], True),
+    # the launcher and the runtime carry the same words further along their argv
+    (["/usr/bin/mpiexec.hydra", "-n", "2", "apptainer", "exec", "x.sif", "python3",
+      "/.contprobe/contprobe/inimage/bootstrap.py"], False),
+    (["/usr/bin/apptainer", "exec", "x.sif", "python3", "/.contprobe/contprobe/inimage/bootstrap.py"], False),
+    (["python3", "-c", "pass"], False),
+])
+def test_only_the_ranks_own_python_counts_as_a_rank(argv, rank):
+    assert is_rank("\0".join(argv).encode() + b"\0") is rank

@@ -96,7 +96,7 @@ w=shlex.split(d["command"]); sys.stdout.write("".join(x + "\n" for x in w[:len(w
     "$WORK/warm/launch.json")
 RANKS_DIR="$WORK/warm/ranks"
 # The bare launch has no grace period: one whose squashfuse_ll outlives its container (the
-# fuse-driver-lingers gotcha, ~1 in 5 multi-rank Hydra launches here) would wait forever.
+# fuse-driver-lingers gotcha: a rank killed mid-exit) would wait forever.
 bare_probes() {
     local rc=0
     rm -rf "${RANKS_DIR:?}"/*

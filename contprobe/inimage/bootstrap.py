@@ -66,32 +66,52 @@ def main(argv):
     os.environ["CONTPROBE_PYTEST_SOURCE"] = source
     sys.argv = [sys.argv[0]] + pytest_args  # what the report's command line shows
     rc = int(pytest.main(pytest_args))
-    leave_without_finalize(rc)
+    leave_mpi(rc)
     return rc
 
 
-def leave_without_finalize(rc):
-    """After the results are written, leave MPI through a barrier and os._exit, never MPI_Finalize.
+FINALIZE_S = 10     # how long a one-node MPI_Finalize may take before the rank leaves without it
 
-    MPICH 4.0.x over UCX's TCP transport hangs in MPI_Finalize in a large share of multi-node runs:
-    its finalize hook disconnects every endpoint in flush mode with no barrier first, so a rank that
-    finishes early stops serving its peers' flushes (openucx/ucx#2254; the 4-node cluster in
-    ci/services/cluster/README.md hung in 2-6 of 6 runs, 0 of 12 with a barrier and os._exit).
-    Everything this rank reports is already on disk, so skipping the library's teardown loses nothing.
+
+def leave_mpi(rc):
+    """After the results are written, leave MPI through a barrier; finalize when every rank is on
+    this node, else os._exit. Everything this rank reports is already on disk.
+
+    One node: a rank that exits without MPI_Finalize closes its PMI socket unannounced, and Hydra's
+    proxy then kills the other ranks' process groups (pmip_cb.c: "A process died; kill the remaining
+    processes"). Killed mid-exit, Apptainer's starter cannot stop its FUSE image driver, which lives
+    on holding the proxy's output pipes: the launch never ends (7 of 10 two-rank launches on a loaded
+    2-core machine; 0 of 10 with MPI_Finalize). A watchdog in C (faulthandler, which needs no GIL
+    while MPI_Finalize holds it) leaves after FINALIZE_S should finalize ever hang.
+    Several nodes: MPICH 4.0.x over UCX's TCP transport hangs in MPI_Finalize (openucx/ucx#2254;
+    5-6 of 6 runs on the 4-node cluster, ci/services/cluster/README.md); there the barrier and
+    os._exit stay (0 of 12), and a launch Hydra then holds is ended by contprobe's grace period.
     """
     mpi = sys.modules.get("mpi4py.MPI")
     if mpi is None:
         return
+    one_node = False
     try:
         if not mpi.Is_initialized() or mpi.Is_finalized():
             return
-        mpi.COMM_WORLD.Barrier()
+        world = mpi.COMM_WORLD
+        node = world.Split_type(mpi.COMM_TYPE_SHARED)
+        one_node = node.Get_size() == world.Get_size()
+        node.Free()
+        world.Barrier()
     except Exception:  # noqa: BLE001  (a broken MPI still must not keep the rank alive)
         pass
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
+            pass
+    if one_node:
+        import faulthandler
+        try:
+            faulthandler.dump_traceback_later(FINALIZE_S, exit=True, file=open(os.devnull, "w"))
+            mpi.Finalize()
+        except Exception:  # noqa: BLE001
             pass
     os._exit(rc)
 

@@ -11,7 +11,9 @@ peer in MPI until --timeout, because only ranks that had started were watched.
 """
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import time
 
@@ -107,3 +109,28 @@ def test_a_rank_whose_container_dies_at_start_ends_the_launch_after_the_grace():
 ])
 def test_only_the_ranks_own_python_counts_as_a_rank(argv, rank):
     assert is_rank("\0".join(argv).encode() + b"\0") is rank
+
+
+@pytest.mark.slow
+def test_two_rank_hydra_launches_on_a_busy_machine_end_by_themselves():
+    """The harness's own exit must not leave a launch behind: with os._exit, 7 of 10 of these
+    lingered (CPU burners make Hydra's kill land while the other rank's container is exiting)."""
+    from tests.containers import run_as_user
+    image("mpich.sif")
+    burners = [subprocess.Popen(["yes"], stdout=subprocess.DEVNULL) for _ in range(3)]
+    try:
+        lingered_runs = []
+        for i in range(5):
+            out = os.path.join(user_dir("contprobe-linger-run-"), "r")
+            res = run_as_user(["run", str(image("mpich.sif")), "--ranks", "2", "--launcher", "hydra",
+                               "--env", "UCX_POSIX_USE_PROC_LINK=n", "--env", "UCX_TLS=^cma",
+                               "-m", "mpi and not allreduce", "--grace", "10", "--no-rerun", "--out", out,
+                               "--json", out + ".json"])
+            assert res.rc == 0, res.out[-2000:] + res.err[-2000:]
+            doc = json.loads(open(out + ".json").read())
+            lingered_runs += [r["message"] for r in doc["results"] if r["probe"] == "launch.exit"]
+        assert not lingered_runs, lingered_runs
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()

@@ -129,6 +129,17 @@ class ConversionFailed(ImageError):
         self.gotcha, self.log = gotcha, log
 
 
+def conversion_failed(ref: str, log: str, timed_out: bool = False) -> ConversionFailed:
+    """A conversion's failure named from the catalog (stage pull): a registry pull's, podman's
+    import, Charliecloud's copy."""
+    from contprobe.inimage import catalog
+    gotcha = catalog.match(log, "pull")
+    if timed_out and gotcha == catalog.UNKNOWN:
+        gotcha = "pull-stalled"
+    tail = " ".join(log.strip().splitlines()[-1:])
+    return ConversionFailed(f"could not convert {ref}: {tail}", gotcha, log)
+
+
 def convert(ref: str, runtime: "Runtime", cache_dir: str, timeout: float = 3600.0) -> str:
     """Build a registry reference into a cached SIF once; reuse it afterwards. A stalled pull ends
     at `timeout` (its whole process group is killed) as a failed conversion, not a hang. The
@@ -136,7 +147,6 @@ def convert(ref: str, runtime: "Runtime", cache_dir: str, timeout: float = 3600.
     reports the digest of what it converted, not of what the tag points to now."""
     from contprobe import registry
     from contprobe.launch import execute
-    from contprobe.runtimes.local import failed   # the same named failure as every runtime's conversion
     os.makedirs(cache_dir, exist_ok=True)
     target = os.path.join(cache_dir, cached_name(ref))
     if os.path.exists(target):
@@ -148,7 +158,7 @@ def convert(ref: str, runtime: "Runtime", cache_dir: str, timeout: float = 3600.
     res = execute(runtime.build_argv(partial, ref, extra=("--force",)), log_path, timeout,
                   env=runtime.build_env(os.environ))
     if res.returncode != 0 or not os.path.exists(partial):
-        raise failed(ref, res.log, res.timed_out)
+        raise conversion_failed(ref, res.log, res.timed_out)
     digest = registry.manifest_digest(ref, min(timeout, 20.0))
     if digest:
         with open(target + DIGEST_SUFFIX + ".tmp", "w") as fh:

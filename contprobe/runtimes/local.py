@@ -95,14 +95,8 @@ def convert(ref: str, steps: Sequence[List[str]], timeout: float) -> None:
     """Run one conversion `pipeline`; its failure is named from the catalog (stage pull), like a
     registry conversion's."""
     rc, log, timed_out = pipeline(steps, timeout)
-    if rc == 0:
-        return
-    from contprobe.inimage import catalog
-    gotcha = catalog.match(log, "pull")
-    if timed_out and gotcha == catalog.UNKNOWN:
-        gotcha = "pull-stalled"
-    tail = " ".join(log.strip().splitlines()[-1:])
-    raise images.ConversionFailed(f"could not convert {ref}: {tail}", gotcha, log)
+    if rc != 0:
+        raise images.conversion_failed(ref, log, timed_out)
 
 
 def pipeline(steps: Sequence[List[str]], timeout: float) -> Tuple[int, str, bool]:

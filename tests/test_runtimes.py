@@ -6,6 +6,7 @@ import hashlib
 import os
 import struct
 import time
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,8 @@ from contprobe.runtimes import local
 from contprobe.runtimes.charliecloud import Charliecloud, check_unprivileged
 from contprobe.runtimes.podman import Podman, PodmanHPC, check_rootless, graphroot, volume
 from contprobe.suite import Expectations
+
+ROOT_CORPUS = Path(__file__).resolve().parent / "corpus"
 
 SECRET = "s3cr3t-value-42"
 COMMAND = ["python3", f"{harness.INIMAGE}/bootstrap.py", "--", harness.PROBES, "--results-dir", harness.RESULTS_MOUNT]
@@ -263,3 +266,14 @@ def test_only_apptainer_and_singularity_build_definition_files():
         with pytest.raises(UsageError, match="--runtime apptainer"):
             cls("/x", "1").build_argv("/t.sif", "/r.def", fakeroot=True)
     assert R.REGISTRY["apptainer"]("/usr/bin/apptainer", "1").build_argv("/t.sif", "/r.def")[1] == "build"
+
+
+def test_a_failed_conversion_is_named_from_what_it_printed():
+    """Every conversion (a registry pull, podman's import, Charliecloud's copy) fails the same way;
+    a merge once left image.convert importing a name that no longer existed."""
+    text = (ROOT_CORPUS / "registry" / "001-x509-no-ca-certificates-node.txt").read_text().split("---\n", 1)[1]
+    exc = images.conversion_failed("docker://python", text)
+    assert isinstance(exc, images.ConversionFailed) and exc.gotcha == "registry-ca-untrusted"
+    assert str(exc).startswith("could not convert docker://python: FATAL:")
+    assert images.conversion_failed("oras://x/y:1", "", timed_out=True).gotcha == "pull-stalled"
+    assert images.conversion_failed("oras://x/y:1", "no idea\n").gotcha == catalog.UNKNOWN

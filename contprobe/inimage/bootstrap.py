@@ -73,6 +73,23 @@ def main(argv):
 FINALIZE_S = 10     # how long a one-node MPI_Finalize may take before the rank leaves without it
 
 
+def pmi_finalize(env):
+    """PMI-1's finalize on the PMI socket Hydra gave this rank ("cmd=finalize" answered by
+    "cmd=finalize_ack"): the proxy then forgets the socket instead of taking its close for a death.
+    Hydra only: other process managers speak other wire protocols on their PMI_FD."""
+    from contprobe.inimage import rankvars
+    fd = env.get("PMI_FD", "")
+    if rankvars.identify(env)[0] != "hydra" or not fd.isdigit():
+        return
+    import select
+    try:
+        os.write(int(fd), b"cmd=finalize\n")
+        if select.select([int(fd)], [], [], 5.0)[0]:
+            os.read(int(fd), 256)
+    except (OSError, ValueError):
+        pass
+
+
 def leave_mpi(rc):
     """After the results are written, leave MPI through a barrier; finalize when every rank is on
     this node, else os._exit. Everything this rank reports is already on disk.
@@ -85,7 +102,8 @@ def leave_mpi(rc):
     while MPI_Finalize holds it) leaves after FINALIZE_S should finalize ever hang.
     Several nodes: MPICH 4.0.x over UCX's TCP transport hangs in MPI_Finalize (openucx/ucx#2254;
     5-6 of 6 runs on the 4-node cluster, ci/services/cluster/README.md); there the barrier and
-    os._exit stay (0 of 12), and a launch Hydra then holds is ended by contprobe's grace period.
+    os._exit stay (0 of 12). Under Hydra the rank first sends PMI's own finalize, which is all the
+    proxy needs to let it go (pmip_pmi_v1.c fn_finalize), without MPI's UCX teardown.
     """
     mpi = sys.modules.get("mpi4py.MPI")
     if mpi is None:
@@ -106,7 +124,9 @@ def leave_mpi(rc):
             stream.flush()
         except (OSError, ValueError):
             pass
-    if one_node:
+    if not one_node:
+        pmi_finalize(os.environ)
+    else:
         import faulthandler
         try:
             faulthandler.dump_traceback_later(FINALIZE_S, exit=True, file=open(os.devnull, "w"))

@@ -43,8 +43,8 @@ need_node() { [[ $# -ge 1 ]] && is_node "$1" || die "unknown node '${1:-}' (node
 # protects against pid reuse; the zombie check matters because PID 1 here reaps slowly.
 alive() {
     local pid st
-    [[ -s $1 ]] || return 1
-    pid=$(<"$1")
+    # the daemon may remove its own pidfile as it exits (munged does): gone between test and read
+    pid=$(cat "$1" 2>/dev/null) || return 1
     [[ $pid =~ ^[0-9]+$ ]] && [[ -r /proc/$pid/stat ]] || return 1
     [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$2" ]] || return 1
     st=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)
@@ -55,7 +55,7 @@ alive() {
 stop() {
     local pid i
     alive "$1" "$2" || { rm -f "$1"; return 0; }
-    pid=$(<"$1")
+    pid=$(cat "$1" 2>/dev/null) || return 0
     kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < 50; i++)); do alive "$1" "$2" || break; sleep 0.1; done
     alive "$1" "$2" && kill -KILL "$pid" 2>/dev/null || true

@@ -59,9 +59,8 @@ die() { log "ERROR: $*"; exit 1; }
 # recycled pid after a reboot or a crash)
 alive() {
     local pf=$1 name=$2 pid
-    [ -s "$pf" ] || return 1
-    pid=$(cat "$pf")
-    [ -d "/proc/$pid" ] || return 1
+    pid=$(cat "$pf" 2>/dev/null) || return 1     # removed between a test and the read: not alive
+    [ -n "$pid" ] && [ -d "/proc/$pid" ] || return 1
     tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$name"
 }
 

@@ -109,14 +109,3 @@ def host_dir():
     yield str(d)
     shutil.rmtree(d, ignore_errors=True)
 
-
-def pytest_collection_modifyitems(config, items):
-    """The Slurm cluster's tests run last. In two whole-suite runs the registry's daemons, started
-    after the cluster tests, were shut down within a second of starting (squid: "Preparing for
-    shutdown after 0 requests"); never when those tests ran alone, nor with the cluster's node-fault
-    tests just before them. The suspect, not proven: the cluster tracks job steps by process tree
-    (proctrack/linuxproc), so a step daemon that outlives its step signals the tree under a pid this
-    machine recycles (pid_max 32768). Nothing after the cluster tests starts a daemon."""
-    cluster = [i for i in items if i.nodeid.startswith("tests/test_cluster_e2e.py")]
-    if cluster:
-        items[:] = [i for i in items if i not in cluster] + cluster

@@ -98,13 +98,31 @@ stop_daemon() {
 # port_open PORT: something listens on 127.0.0.1:PORT (bash's /dev/tcp; no extra tools)
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-wait_port() {  # PORT PIDFILE NAME LOG
+wait_port() {  # PORT PIDFILE NAME LOG: 0 listening, 1 exited during start
     for _ in $(seq 1 100); do
         port_open "$1" && return 0
-        alive "$2" "$3" || { tail -20 "$4" >&2; die "$3 exited during start (log: $4)"; }
+        alive "$2" "$3" || return 1
         sleep 0.1
     done
     tail -20 "$4" >&2; die "$3 does not listen on 127.0.0.1:$1 after 10 s (log: $4)"
+}
+
+# serve PORT PIDFILE LOG NAME CMD...: start a daemon and wait until it listens and is still there a
+# second later. Inside whole test-suite runs (never alone) a daemon was sometimes ended by a signal
+# right after it started, by a sender not yet found (squid: "Preparing for shutdown after 0
+# requests"); such a start is tried again, up to 3 times, and said in the log.
+serve() {
+    local port=$1 pf=$2 lf=$3 name=$4 attempt; shift 4
+    for attempt in 1 2 3; do
+        start_daemon "$pf" "$lf" "$name" "$@"
+        # still there and still listening: squid on SIGTERM closes its port at once, exits seconds later
+        if wait_port "$port" "$pf" "$name" "$lf" && sleep 1 && alive "$pf" "$name" && port_open "$port"; then
+            return 0
+        fi
+        log "$name ended right after it started (attempt $attempt; log: $lf)"
+        stop_daemon "$pf" "$name"
+    done
+    tail -20 "$lf" >&2; die "$name exited during start, 3 times (log: $lf)"
 }
 
 # ---------- CA and certificates --------------------------------------------------------------------
@@ -186,8 +204,7 @@ registry_up() {
         die "127.0.0.1:$PORT is taken by a process this script did not start"
     fi
     local -a cmd=(docker-registry serve "$DIR/config.yml")
-    start_daemon "$DIR/registry.pid" "$DIR/registry.log" docker-registry "${cmd[@]}"
-    wait_port "$PORT" "$DIR/registry.pid" docker-registry "$DIR/registry.log"
+    serve "$PORT" "$DIR/registry.pid" "$DIR/registry.log" docker-registry "${cmd[@]}"
     curl -sf --cacert "$DIR/ca.crt" "https://$REG/v2/" >/dev/null || die "registry does not answer /v2/ over TLS"
     log "registry up: https://$REG (pid $(cat "$DIR/registry.pid"))"
 }
@@ -301,8 +318,7 @@ EOF
     fi
     # -N: no daemonizing and no worker kids, so the pid we record is the one that serves
     local -a cmd=(squid -N -f "$DIR/squid.conf")
-    start_daemon "$DIR/squid.pid" "$DIR/squid.log" squid "${cmd[@]}"
-    wait_port "$PROXY_PORT" "$DIR/squid.pid" squid "$DIR/squid.log"
+    serve "$PROXY_PORT" "$DIR/squid.pid" "$DIR/squid.log" squid "${cmd[@]}"
     log "refusing proxy up: http://127.0.0.1:$PROXY_PORT (pid $(cat "$DIR/squid.pid"))"
 }
 
@@ -324,8 +340,7 @@ stall_up() {
         fi
         local -a cmd=("$PY" -u "$HERE/stall-server.py" "$port")
         [ $name = stall-tls ] && cmd+=(--tls "$DIR/server.crt" "$DIR/server.key")
-        start_daemon "$pf" "$DIR/$name.log" stall-server "${cmd[@]}"
-        wait_port "$port" "$pf" stall-server "$DIR/$name.log"
+        serve "$port" "$pf" "$DIR/$name.log" stall-server "${cmd[@]}"
     done
     log "stalled servers up: 127.0.0.1:$STALL_PORT (TCP only, pid $(cat "$DIR/stall.pid")), 127.0.0.1:$STALL_TLS_PORT (TLS, then silence, pid $(cat "$DIR/stall-tls.pid"))"
 }

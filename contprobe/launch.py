@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Set, Tuple
 
-from contprobe import harness, image as images, launchers, pycache, runtimes
+from contprobe import harness, image as images, launchers, pycache, runtimes, textsafe
 from contprobe.inimage.redact import output_redactor
 from contprobe.launchers import nodelog
 from contprobe.suite import Expectations
@@ -167,7 +167,9 @@ def kill_launch(root: int, sessions: Set[int], wait_s: float = 5.0) -> List[str]
         for pid, cmd in procs:
             try:
                 os.kill(pid, sig)
-                killed.append(os.path.basename(cmd.split(b"\0")[0].decode(errors="replace")) or str(pid))
+                # a name an image chose (exec -a): it reaches the terminal and the report escaped
+                name = os.path.basename(cmd.split(b"\0")[0].decode(errors="replace"))
+                killed.append(textsafe.one_line(name)[:64] or str(pid))
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + wait_s

@@ -134,3 +134,14 @@ def test_two_rank_hydra_launches_on_a_busy_machine_end_by_themselves():
         for b in burners:
             b.kill()
             b.wait()
+
+
+def test_names_of_leftover_processes_cannot_reach_the_terminal_raw(tmp_path):
+    """What is left of a launch may be the image's own process, named as it likes (exec -a)."""
+    results = tmp_path / "ranks"
+    results.mkdir()
+    argv = ["bash", "-c", f"{write_result(results)}; (exec -a $'x\\e]0;owned\\a\\e[2J' sleep 600) | cat"]
+    res = execute(argv, str(tmp_path / "launch.log"), 120, results_dir=str(results), grace_s=1)
+    assert res.ended_early == ALL_WROTE and res.killed
+    assert not any(ch in "".join(res.killed) for ch in "\x1b\x07\n"), res.killed
+    assert not any(ch in lingered(res, 1).message for ch in "\x1b\x07\n")
